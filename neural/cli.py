@@ -1,0 +1,42 @@
+"""``nfr``: the command-line face of Neural Face Rig.
+
+Each command family lives in its own module exposing ``add_commands(subparsers)``; every
+command handler returns an exit code. Errors that a user can fix (a bad file, a bad argument)
+are printed as one clear line and exit 2; they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..rig.errors import RigError
+from . import cli_bench, cli_generator, cli_rig
+from .errors import NeuralError
+
+COMMAND_MODULES = (cli_rig, cli_generator, cli_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nfr",
+        description="Neural Face Rig: face-rig and neural-face tools (Blender not needed).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except (RigError, NeuralError, FileNotFoundError) as exc:
+        print(f"nfr: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
