@@ -14,7 +14,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/python -m neural_face_rig.neural.demo
+	$(BIN)/python demo.py
 
 test: lint typecheck unit
 

@@ -1,0 +1,1 @@
+"""Blender UI panels: drawing only, no logic."""

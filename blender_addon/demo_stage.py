@@ -1,0 +1,154 @@
+"""The Blender half of ``make demo``, run by neural/demo.py in a fresh interpreter where
+Blender is the ``bpy`` module: install the extension zip, add and pose the head with the
+extension's own operator, match the rig camera, render with Cycles and save the .blend.
+
+Input: one JSON argument (see neural/demo.py); output: one JSON line on stdout, or a line
+starting with STAGE_ERROR_PREFIX on stderr and exit code 2. Never loads torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .rig.blender_mesh import to_blender_frame
+
+EXTENSION_REPO = "user_default"
+EXTENSION_MODULE = f"bl_ext.{EXTENSION_REPO}.neural_face_rig"
+CYCLES_SAMPLES = 16
+STAGE_ERROR_PREFIX = "blender stage: "
+
+
+class StageError(Exception):
+    """The Blender stage could not finish; the message says which step failed."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print(f"{STAGE_ERROR_PREFIX}expected one JSON argument, found {len(args)}",
+              file=sys.stderr)
+        return 2
+    try:
+        print(json.dumps(run_stage(json.loads(args[0]))))
+    except (RuntimeError, StageError) as exc:  # operator reports arrive as RuntimeError
+        print(f"{STAGE_ERROR_PREFIX}{exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_stage(config: dict[str, Any]) -> dict[str, Any]:
+    """Install the extension, add and pose the head, render and save. Runs in the child."""
+    import bpy
+    from mathutils import Matrix
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    _install_extension(config["zip"])
+    preferences = importlib.import_module(f"{EXTENSION_MODULE}.preferences")
+    head_mesh = importlib.import_module(f"{EXTENSION_MODULE}.head_mesh")
+    preferences.addon_preferences(bpy.context).face_model_path = config["face_model"]
+
+    # Operators registered at run time are unknown to the bpy stubs. An ERROR report from the
+    # operator raises RuntimeError carrying its message.
+    bpy.ops.nfr.add_head()  # type: ignore[attr-defined]
+    head = bpy.context.active_object
+    if head is None:
+        raise StageError("nfr.add_head finished without an active head object")
+    for group in head_mesh.SHAPE_KEY_GROUPS:
+        head_mesh.set_shape_key_values(head, group, config[group])
+    head.matrix_world = Matrix(config["matrix_world"])  # rows
+
+    scene = bpy.context.scene
+    _add_camera(scene, config["camera"])
+    _add_lights(scene)
+    render_seconds = _render(scene, Path(config["image"]))
+    # Blender keeps the previous file as demo.blend1 unless none exists; it writes the new one
+    # to a temporary file and renames it, so no half-written .blend is ever seen.
+    Path(config["blend"]).unlink(missing_ok=True)
+    bpy.ops.wm.save_as_mainfile(filepath=config["blend"], compress=True)
+    return {
+        "report": f"extension {EXTENSION_MODULE} installed from the zip; its Add Face Rig Head "
+        f"operator built {head.name}; shape keys and pose set from the sample; "
+        f"render {render_seconds:.1f} s",
+    }
+
+
+def _install_extension(zip_path: str) -> None:
+    """Install and enable the extension zip in the user repository."""
+    import bpy
+
+    result = bpy.ops.extensions.package_install_files(
+        filepath=zip_path, repo=EXTENSION_REPO, enable_on_install=True
+    )
+    preferences = bpy.context.preferences
+    if result != {"FINISHED"} or preferences is None or EXTENSION_MODULE not in preferences.addons:
+        raise StageError(f"installing {zip_path} as an extension failed ({result})")
+
+
+def _add_camera(scene, camera: dict[str, float]) -> None:
+    """The rig's pinhole camera in Blender: at the model's (0, 0, distance), looking down the
+    model's -z (Blender +Y), focal length in pixels over the image width."""
+    import bpy
+
+    data = bpy.data.cameras.new("RigCamera")
+    data.sensor_fit = "HORIZONTAL"
+    data.lens = camera["focal"] / camera["size"] * data.sensor_width
+    data.clip_start = 0.01
+    obj = bpy.data.objects.new("RigCamera", data)
+    obj.location = to_blender_frame(np.array([0.0, 0.0, camera["distance"]])).tolist()
+    obj.rotation_euler = (math.pi / 2, 0.0, 0.0)  # Blender cameras look down local -Z
+    scene.collection.objects.link(obj)
+    scene.camera = obj
+    scene.render.resolution_x = scene.render.resolution_y = int(camera["size"])
+    scene.render.resolution_percentage = 100
+
+
+def _add_lights(scene) -> None:
+    """Soft ambient light plus a sun from above the camera, like the rig's default SH light."""
+    import bpy
+
+    world = bpy.data.worlds.new("DemoWorld")
+    world.color = (0.35, 0.35, 0.35)
+    scene.world = world
+    light = bpy.data.lights.new("DemoSun", "SUN")
+    assert isinstance(light, bpy.types.SunLight)  # what lights.new makes for "SUN"
+    light.energy = 2.5
+    sun = bpy.data.objects.new("DemoSun", light)
+    sun.rotation_euler = (math.radians(65.0), 0.0, math.radians(-15.0))
+    scene.collection.objects.link(sun)
+
+
+def _render(scene, image: Path) -> float:
+    """Cycles on the CPU into ``image`` (RGBA PNG, transparent background), atomically."""
+    import bpy
+
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = CYCLES_SAMPLES
+    scene.cycles.use_denoising = False
+    scene.render.film_transparent = True
+    scene.view_settings.view_transform = "Standard"  # show the albedo as stored, not AgX-toned
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.image_settings.color_mode = "RGBA"
+    temp = image.with_name(f".{image.name}.{os.getpid()}.png")
+    scene.render.filepath = str(temp)
+    start = time.perf_counter()
+    try:
+        bpy.ops.render.render(write_still=True)
+        os.replace(temp, image)
+    finally:
+        temp.unlink(missing_ok=True)
+    return time.perf_counter() - start
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())
