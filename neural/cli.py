@@ -12,10 +12,10 @@ import sys
 from collections.abc import Sequence
 
 from ..rig.errors import RigError
-from . import cli_bench, cli_generator, cli_rig
+from . import cli_bench, cli_convert, cli_dfg, cli_generator, cli_rig, cli_train
 from .errors import NeuralError
 
-COMMAND_MODULES = (cli_rig, cli_generator, cli_bench)
+COMMAND_MODULES = (cli_rig, cli_generator, cli_convert, cli_dfg, cli_train, cli_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

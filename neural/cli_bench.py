@@ -19,6 +19,9 @@ from typing import Any
 
 SUITES = {
     "rig": "neural_face_rig.neural.bench_rig",
+    "stylegan2": "neural_face_rig.neural.bench_stylegan2",
+    "dfg": "neural_face_rig.neural.bench_dfg",
+    "stylerig": "neural_face_rig.neural.bench_stylerig",
 }
 
 

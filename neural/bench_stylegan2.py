@@ -1,0 +1,133 @@
+"""``nfr bench --suite stylegan2``: StyleGAN2 inference speed on random weights.
+
+FFHQ-1024 config-f architecture (and a 256 px, channel_base 16384 model), batch 1, 2
+threads, fp32 unless named bf16. Efficiency compares analytic FLOPs with the fp32 matmul
+peak measured in the same run, right before the timed renders (the machine is shared, so
+the peak moves with its load).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+
+from .engine import StyleGAN2Engine, bf16_supported, configure_inference_process
+from .stylegan2.config import StyleGAN2Config
+from .stylegan2.generator import Generator, random_state_dict
+
+THREADS = 2
+REPEATS = 3
+
+
+def synthesis_gflop(config: StyleGAN2Config, stop_res: int | None = None) -> dict[int, float]:
+    """GFLOP per block (2 x multiply-adds of the convolutions, the up-sampling FIRs and
+    ToRGB; element-wise work and modulation are negligible and not counted)."""
+    out: dict[int, float] = {}
+    k2 = len(config.resample_kernel) ** 2
+    rgb = config.img_channels
+    for res in config.block_resolutions:
+        if stop_res is not None and res > stop_res:
+            break
+        c = config.channels(res)
+        macs = c * c * 9 * res * res + rgb * c * res * res
+        if res > 4:
+            c_in = config.channels(res // 2)
+            macs += c * c_in * 9 * (res // 2) ** 2  # stride-2 transposed conv, at input size
+            macs += k2 * c * res * res  # FIR after it
+            macs += (k2 // 4) * rgb * res * res  # image up-sampling (polyphase taps)
+        out[res] = 2 * macs / 1e9
+    return out
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 4) -> float:
+    """fp32 matmul throughput right now (best of ``repeats``)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _best_ms(fn: Callable[[], Any], repeats: int = REPEATS) -> float:
+    fn()  # warm-up: oneDNN primitive creation, allocator growth
+    return min(_timed(fn) for _ in range(repeats)) * 1e3
+
+
+def _engine(config: StyleGAN2Config, **kwargs: Any) -> StyleGAN2Engine:
+    gen = Generator.from_state_dict(config, random_state_dict(config, seed=0))
+    return StyleGAN2Engine(gen, "cpu", **kwargs)
+
+
+def _fine_edit_ms(config: StyleGAN2Config, ws: torch.Tensor) -> float:
+    """Re-synthesis after an edit of W+ rows >= 12 only (the cache resumes mid-network)."""
+    engine = _engine(config, cache=True)
+    edits = [ws.clone() for _ in range(2)]
+    for i, edited in enumerate(edits):
+        edited[:, 12:] += 0.5 * (i + 1)
+    engine.synthesize(ws)
+    engine.synthesize(edits[0])
+    times = []
+    for i in range(REPEATS + 1):
+        times.append(_timed(partial(engine.synthesize, edits[(i + 1) % 2])) * 1e3)
+        assert engine.last_run is not None and engine.last_run.resumed_at_step > 0
+    return min(times)
+
+
+def _full_ms(config: StyleGAN2Config) -> float:
+    engine = _engine(config, cache=False)
+    ws = engine.w_from_seed(1, psi=0.7)
+    return _best_ms(lambda: engine.synthesize(ws))
+
+
+def run(report: Any) -> None:
+    applied = configure_inference_process(threads=THREADS)
+    report.notes["stylegan2_process"] = applied
+    ffhq = StyleGAN2Config()
+    g256 = StyleGAN2Config(img_resolution=256, channel_base=16384)
+    flops = synthesis_gflop(ffhq)
+    report.notes["stylegan2_gflop_per_block_1024"] = {r: round(v, 2) for r, v in flops.items()}
+
+    engine = _engine(ffhq, cache=False)
+    ws = engine.w_from_seed(1, psi=0.7)
+
+    peak = matmul_peak_gflops()
+    full = _best_ms(lambda: engine.synthesize(ws))
+    peak = max(peak, matmul_peak_gflops())
+    report.add("fp32_matmul_peak_gflops", peak, "GFLOP/s")
+    report.add("g1024_full_ms", full, "ms")
+    report.add("g1024_full_gflop", sum(flops.values()), "GFLOP")
+    report.add("g1024_full_efficiency", sum(flops.values()) / (full / 1e3) / peak, "of peak")
+    report.add("g1024_first64_ms", _best_ms(lambda: engine.synthesize(ws, stop_res=64)), "ms")
+    report.add(
+        "g1024_preview256_ms", _best_ms(lambda: engine.synthesize(ws, stop_res=256)), "ms"
+    )
+    reference = engine.synthesize(ws)
+
+    fine_edit = _fine_edit_ms(ffhq, ws)
+    report.add("g1024_fine_edit_ms", fine_edit, "ms")
+    report.add("g1024_fine_edit_vs_full", fine_edit / full, "x")
+    report.add("g256_full_ms", _full_ms(g256), "ms")
+
+    if bf16_supported("cpu"):
+        fast = _engine(ffhq, cache=False, precision="bf16")
+        report.add("g1024_bf16_ms", _best_ms(lambda: fast.synthesize(ws)), "ms")
+        report.add(
+            "g1024_preview256_bf16_ms",
+            _best_ms(lambda: fast.synthesize(ws, stop_res=256)),
+            "ms",
+        )
+        err = (fast.synthesize(ws) - reference).abs()
+        span = float(reference.max() - reference.min())
+        report.add("g1024_bf16_max_error", float(err.max()) / span, "of image range")
+        report.add("g1024_bf16_mean_error", float(err.mean()) / span, "of image range")
+    else:
+        report.notes["stylegan2_bf16"] = "skipped: this CPU has no native bf16"

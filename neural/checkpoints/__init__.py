@@ -1,0 +1,141 @@
+"""Safe readers for StyleGAN2 checkpoints; the format is detected from the file's content.
+
+``load_generator(path)`` accepts NVIDIA PyTorch ``.pkl`` snapshots (stylegan2-ada-pytorch,
+stylegan3 repo's StyleGAN2), original TensorFlow StyleGAN2 ``.pkl``, rosinality ``.pt``
+(converted or training), encoder4editing checkpoints (their decoder) and the project's own
+``.safetensors`` + ``.json`` pair, and returns one :class:`LoadedGenerator` in NVIDIA naming.
+No file's code is ever run: pickles go through an allow-listed unpickler, torch files through
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from pathlib import Path
+
+from ..errors import CheckpointError
+from .e4e import is_e4e, read_e4e
+from .loaded import (
+    E4E,
+    NVIDIA_PKL,
+    PROJECT,
+    ROSINALITY,
+    TF_PKL,
+    LoadedGenerator,
+    ReadResult,
+)
+from .nvidia_pkl import read_nvidia_pkl
+from .project_format import read_project, save_project
+from .rosinality import load_torch_checkpoint, read_rosinality
+from .safe_pickle import TFNetworkState, load_pickle_file
+from .tf_pkl import read_tf_pkl
+
+__all__ = [
+    "E4E",
+    "NVIDIA_PKL",
+    "PROJECT",
+    "ROSINALITY",
+    "TF_PKL",
+    "LoadedGenerator",
+    "detect_container",
+    "file_sha256",
+    "load_generator",
+    "save_project",
+]
+
+# torch.save's legacy (pre-zip) files start with this pickled magic number (protocol 2).
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19."
+_NOT_CHECKPOINTS = {
+    b"\x89PNG\r\n\x1a\n": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"\x1f\x8b": "a gzip archive (unpack it first)",
+    b"\x89HDF": "an HDF5 file",
+    b"{": "a JSON/text file",
+}
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def detect_container(path: str | os.PathLike[str]) -> str:
+    """'pickle', 'torch' (zip or legacy torch.save) or 'safetensors', from the first bytes."""
+    label = os.fspath(path)
+    size = os.path.getsize(path)
+    with open(path, "rb") as stream:
+        head = stream.read(16)
+    if not head:
+        raise CheckpointError(f"{label}: the file is empty")
+    if head.startswith(b"PK\x03\x04") or head.startswith(_TORCH_LEGACY_MAGIC):
+        return "torch"
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    if len(head) >= 9 and head[8:9] == b"{":
+        (header_len,) = struct.unpack("<Q", head[:8])
+        if 8 + header_len <= size:
+            return "safetensors"
+        raise CheckpointError(
+            f"{label}: truncated safetensors file (header of {header_len} bytes, file {size} bytes)"
+        )
+    for magic, what in _NOT_CHECKPOINTS.items():
+        if head.startswith(magic):
+            raise CheckpointError(f"{label}: this is {what}, not a model checkpoint")
+    raise CheckpointError(
+        f"{label}: unknown file format (first bytes {head[:8].hex(' ')}); expected a StyleGAN2 "
+        ".pkl (NVIDIA or TensorFlow), a rosinality/e4e .pt or a converted .safetensors"
+    )
+
+
+def _read_pickle(path: Path, label: str) -> tuple[str, ReadResult]:
+    data = load_pickle_file(path)
+    if isinstance(data, dict) and "G_ema" in data:
+        return NVIDIA_PKL, read_nvidia_pkl(data, label)
+    if isinstance(data, TFNetworkState) or (
+        isinstance(data, tuple) and any(isinstance(x, TFNetworkState) for x in data)
+    ):
+        return TF_PKL, read_tf_pkl(data, label)
+    found = f"a dict with keys {sorted(map(str, data))}" if isinstance(data, dict) else (
+        f"a {type(data).__name__}"
+    )
+    raise CheckpointError(
+        f"{label}: a pickle, but not a StyleGAN2 snapshot: expected an NVIDIA dict with 'G_ema' "
+        f"or a TF (G, D, Gs) tuple, found {found}"
+    )
+
+
+def _read_torch(path: Path, label: str) -> tuple[str, ReadResult]:
+    ckpt = load_torch_checkpoint(path)
+    if is_e4e(ckpt):
+        return E4E, read_e4e(ckpt, label)
+    if isinstance(ckpt, dict) and "g_ema" in ckpt:
+        return ROSINALITY, read_rosinality(ckpt, label)
+    found = f"keys {sorted(map(str, ckpt))}" if isinstance(ckpt, dict) else type(ckpt).__name__
+    raise CheckpointError(
+        f"{label}: a torch checkpoint, but neither rosinality ('g_ema') nor e4e "
+        f"('state_dict' with decoder.*): found {found}"
+    )
+
+
+def load_generator(path: str | os.PathLike[str]) -> LoadedGenerator:
+    """Read any supported StyleGAN2 checkpoint; the format comes from the content."""
+    path = Path(path)
+    label = str(path)
+    if not path.is_file():
+        raise CheckpointError(f"{label}: no such file")
+    container = detect_container(path)
+    if container == "safetensors":
+        result, sidecar = read_project(path)
+        return LoadedGenerator(result.config, result.state_dict, PROJECT,
+                               sidecar["source_sha256"], result.extras)
+    reader = _read_pickle if container == "pickle" else _read_torch
+    source_format, result = reader(path, label)
+    return LoadedGenerator(result.config, result.state_dict, source_format,
+                           file_sha256(path), result.extras)

@@ -1,0 +1,438 @@
+"""Inference engine for StyleGAN2 generators: seeds and latents to images.
+
+- ``map``: z [N, z_dim] -> W+ [N, num_ws, w_dim] with truncation (psi, cutoff).
+- ``synthesize``: W+ -> image [N, C, R, R] float32 in nominally [-1, 1].
+- ``progressive``: yields the skip-architecture image after every block (4 px, 8 px, ...),
+  stops at a preview resolution, is cancellable between blocks.
+- Incremental re-synthesis: the activations after every step of the last run are kept; when
+  only some W+ rows change, synthesis resumes at the first step consuming a changed row. A
+  resumed run executes exactly the operations of a full one, so its bits are identical.
+- Determinism: the same inputs give the same bits on the same device and precision; every
+  sample is computed on its own, so a frame's pixels do not depend on its batch.
+
+Precisions: "fp32" (final renders), "fp16" (CUDA: the blocks the config marks fp16, like
+NVIDIA's own inference), "bf16" (previews on CPUs with native bf16 or CUDA; channels-last).
+Process-wide settings (allocator, threads, cuDNN determinism) belong to the process that owns
+the engine: see ``configure_inference_process``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import NeuralError
+from .stylegan2.config import StyleGAN2Config
+from .stylegan2.generator import (
+    Generator,
+    GeneratorInputError,
+    NoiseMode,
+    Precision,
+    SynthesisOptions,
+    SynthesisState,
+    SynthesisStep,
+    truncate,
+)
+
+
+class EngineError(NeuralError):
+    """The engine cannot run as asked (e.g. a precision this device does not support)."""
+
+
+class SynthesisCancelled(Exception):
+    """Raised between blocks when the caller's cancel signal is set (not an error)."""
+
+
+class CancelSignal(Protocol):
+    def is_set(self) -> bool: ...
+
+
+Cancel = Callable[[], bool] | CancelSignal | None
+
+
+@dataclass(frozen=True)
+class BlockImage:
+    """The image after block ``res``: raw [N, C, res, res] float32 (a copy, safe to keep)."""
+
+    res: int
+    image: torch.Tensor
+    final: bool
+
+    def upscaled(self, size: int) -> torch.Tensor:
+        """The image resized to [N, C, size, size] for display (bilinear)."""
+        return upscale(self.image, size)
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """What the last synthesis did: steps executed out of ``total_steps``, where it resumed."""
+
+    resumed_at_step: int
+    steps_executed: int
+    total_steps: int
+
+
+@dataclass
+class _Cache:
+    key: tuple[Any, ...]
+    ws: torch.Tensor  # the W+ the states were computed from
+    states: list[SynthesisState]  # states[i] = state after step i, for i < len(states)
+
+
+# ------------------------------------------------------------------ device capabilities
+
+
+def bf16_supported(device: torch.device | str = "cpu") -> bool:
+    """Whether bfloat16 convolutions run natively (fast) on ``device``.
+
+    CPU: needs AVX512-BF16 or AMX instructions, asked from torch's CPU feature probes (or
+    /proc/cpuinfo where those are unavailable), on a build whose oneDNN has bf16 kernels.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    if "AVX512" not in torch.backends.cpu.get_cpu_capability():
+        return False
+    native = False
+    probe_names = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    probes = [p for p in (getattr(torch.cpu, n, None) for n in probe_names) if callable(p)]
+    if probes:
+        native = any(bool(p()) for p in probes)
+    elif sys.platform.startswith("linux"):
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = f.read()
+        except OSError:
+            return False
+        native = "avx512_bf16" in flags or "amx_bf16" in flags
+    mkldnn_probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return native and bool(mkldnn_probe() if mkldnn_probe is not None else False)
+
+
+def default_precision(device: torch.device | str, config: StyleGAN2Config) -> Precision:
+    """NVIDIA's inference precision: fp16 blocks on CUDA when the config marks some, else fp32."""
+    if torch.device(device).type == "cuda" and config.num_fp16_res > 0:
+        return "fp16"
+    return "fp32"
+
+
+def preview_precision(device: torch.device | str, config: StyleGAN2Config) -> Precision:
+    """The fastest supported precision for live previews (bf16 where native)."""
+    return "bf16" if bf16_supported(device) else default_precision(device, config)
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    if precision == "fp16" and device.type != "cuda":
+        raise EngineError(f"precision 'fp16' runs on CUDA only; this engine is on {device}")
+    if precision == "bf16" and not bf16_supported(device):
+        raise EngineError(
+            f"precision 'bf16' needs native bfloat16 support (AVX512-BF16/AMX CPUs or CUDA); "
+            f"{device} ({torch.backends.cpu.get_cpu_capability()}) has none: use 'fp32'"
+        )
+
+
+# M_TRIM_THRESHOLD, M_MMAP_MAX (glibc malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+
+def configure_inference_process(threads: int | None = None) -> dict[str, Any]:
+    """Process-wide settings for an inference process (CLI, benchmark, worker), not applied
+    at import. glibc serves every large tensor with a fresh mmap and unmaps it on free, so a
+    1024 px render spends about half its time in page faults: keep freed memory in the heap
+    instead (no mmap for large blocks, no trimming). Also makes cuDNN deterministic.
+    Returns what was applied."""
+    applied: dict[str, Any] = {}
+    if sys.platform.startswith("linux"):
+        libc_name = ctypes.util.find_library("c")
+        if libc_name:
+            libc = ctypes.CDLL(libc_name)
+            if hasattr(libc, "mallopt"):
+                ok_mmap = libc.mallopt(_M_MMAP_MAX, 0)
+                ok_trim = libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+                applied["malloc_tuned"] = bool(ok_mmap and ok_trim)
+    if threads is not None:
+        torch.set_num_threads(threads)
+        applied["threads"] = threads
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    return applied
+
+
+# ------------------------------------------------------------------ latent helpers
+
+
+def z_from_seed(seed: int, z_dim: int) -> np.ndarray:
+    """z exactly as NVIDIA's generate script: RandomState(seed).randn(1, z_dim), float64."""
+    if not 0 <= seed < 2**32:
+        raise GeneratorInputError(f"seed: expected an integer in [0, 2**32), found {seed}")
+    return np.random.RandomState(seed).randn(1, z_dim)
+
+
+def offset_rows(
+    ws: torch.Tensor, offset: torch.Tensor, rows: Iterable[int] | slice | None = None
+) -> torch.Tensor:
+    """Per-layer W+ edit: a copy of ws [N, num_ws, w_dim] with ``offset`` added to the given
+    rows (None: all). offset [w_dim] (same for every row) or [len(rows), w_dim]."""
+    out = ws.clone()
+    index: slice | list[int] = slice(None) if rows is None else (
+        rows if isinstance(rows, slice) else list(rows)
+    )
+    out[:, index] += offset.to(device=ws.device, dtype=ws.dtype)
+    return out
+
+
+def upscale(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of a preview image [N, C, r, r] -> [N, C, size, size] for display."""
+    if image.shape[-1] == size:
+        return image
+    return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def _cancel_requested(cancel: Cancel) -> bool:
+    if cancel is None:
+        return False
+    is_set = getattr(cancel, "is_set", None)
+    if callable(is_set):
+        return bool(is_set())
+    assert callable(cancel)
+    return bool(cancel())
+
+
+# ------------------------------------------------------------------ engine
+
+
+class StyleGAN2Engine:
+    """Runs one generator on one device. Not thread-safe: one engine per worker thread."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        device: torch.device | str = "cpu",
+        precision: Precision | None = None,
+        noise_mode: NoiseMode = "const",
+        noise_seed: int | Sequence[int] | None = None,
+        cache: bool = True,
+    ) -> None:
+        self.device = torch.device(device)
+        self.generator = generator.to(self.device).eval().requires_grad_(False)
+        self.config: StyleGAN2Config = generator.config
+        self.precision: Precision = precision or default_precision(self.device, self.config)
+        check_precision(self.device, self.precision)
+        self.noise_mode: NoiseMode = noise_mode
+        self.noise_seed = noise_seed
+        self.use_cache = cache
+        self._cache: _Cache | None = None
+        self.last_run: RunStats | None = None
+        self._steps = self.generator.synthesis.steps
+        self._options(None, None, None)  # validate the defaults now
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        config: StyleGAN2Config,
+        state: dict[str, torch.Tensor],
+        device: torch.device | str = "cpu",
+        **kwargs: Any,
+    ) -> StyleGAN2Engine:
+        return cls(Generator.from_state_dict(config, state), device, **kwargs)
+
+    @property
+    def num_ws(self) -> int:
+        return self.config.num_ws
+
+    # -------------------------------------------------------------- mapping
+
+    def z_from_seed(self, seed: int) -> torch.Tensor:
+        """[1, z_dim] float32 on the engine's device (NVIDIA's seed convention)."""
+        z = z_from_seed(seed, self.config.z_dim)
+        return torch.from_numpy(z).to(device=self.device, dtype=torch.float32)
+
+    def map(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        psi: float = 1.0,
+        cutoff: int | None = None,
+    ) -> torch.Tensor:
+        """z [N, z_dim] (c [N, c_dim]) -> W+ [N, num_ws, w_dim] float32."""
+        with torch.no_grad():
+            z = z.to(self.device)
+            c = None if c is None else c.to(self.device)
+            return self.generator.map(z, c, psi, cutoff)
+
+    def w_from_seed(self, seed: int, psi: float = 1.0, cutoff: int | None = None) -> torch.Tensor:
+        """W+ [1, num_ws, w_dim] of a seed (unconditional models)."""
+        return self.map(self.z_from_seed(seed), psi=psi, cutoff=cutoff)
+
+    def truncate(self, ws: torch.Tensor, psi: float, cutoff: int | None = None) -> torch.Tensor:
+        """Move W+ rows [0, cutoff) towards the generator's w_avg."""
+        w_avg = self.generator.mapping.w_avg
+        return truncate(ws.to(self.device), w_avg, psi, cutoff)
+
+    def broadcast(self, w: torch.Tensor) -> torch.Tensor:
+        """w [N, w_dim] -> W+ [N, num_ws, w_dim]; W+ passes through unchanged."""
+        if w.dim() == 2:
+            return w.unsqueeze(1).repeat(1, self.num_ws, 1)
+        return w
+
+    # -------------------------------------------------------------- synthesis
+
+    def synthesize(
+        self,
+        ws: torch.Tensor,
+        *,
+        stop_res: int | None = None,
+        cancel: Cancel = None,
+        precision: Precision | None = None,
+        noise_mode: NoiseMode | None = None,
+        noise_seed: int | Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """W+ [N, num_ws, w_dim] (or w [N, w_dim]) -> image [N, C, R, R] float32, R =
+        ``stop_res`` or the full resolution. Raises ``SynthesisCancelled`` when cancelled."""
+        blocks = self.progressive(
+            ws,
+            stop_res=stop_res,
+            cancel=cancel,
+            precision=precision,
+            noise_mode=noise_mode,
+            noise_seed=noise_seed,
+        )
+        return list(blocks)[-1].image
+
+    def progressive(
+        self,
+        ws: torch.Tensor,
+        *,
+        stop_res: int | None = None,
+        cancel: Cancel = None,
+        precision: Precision | None = None,
+        noise_mode: NoiseMode | None = None,
+        noise_seed: int | Sequence[int] | None = None,
+    ) -> Iterator[BlockImage]:
+        """The image after every block up to ``stop_res``, as an iterator (arguments are
+        checked now, synthesis runs as it is consumed). Blocks already cached for these W+
+        rows come from the cache. The cancel signal is checked before each block that has
+        to be computed."""
+        options = self._options(precision, noise_mode, noise_seed)
+        ws = self.broadcast(ws).to(device=self.device, dtype=torch.float32)
+        if ws.dim() != 3 or ws.shape[1:] != (self.num_ws, self.config.w_dim):
+            raise GeneratorInputError(
+                f"W+: expected shape [N, {self.num_ws}, {self.config.w_dim}], "
+                f"found {list(ws.shape)}"
+            )
+        stop_res = self._check_stop_res(stop_res)
+        last_step = max(i for i, s in enumerate(self._steps) if s.res == stop_res)
+        return self._blocks(ws, options, last_step, cancel)
+
+    def _blocks(
+        self, ws: torch.Tensor, options: SynthesisOptions, last_step: int, cancel: Cancel
+    ) -> Iterator[BlockImage]:
+        states = self._reusable_states(ws, options)  # extended in place when caching
+        resume = len(states)
+        state: SynthesisState = states[-1] if states else (None, None)
+        executed = 0
+        net = self.generator.synthesis
+        try:
+            for step in self._steps[: last_step + 1]:
+                if step.index < resume:
+                    state = states[step.index]
+                else:
+                    starts_work = step.index == resume or _first_of_block(step)
+                    if starts_work and _cancel_requested(cancel):
+                        raise SynthesisCancelled(f"cancelled before the {step.res} px block")
+                    # Grad mode is set per step: a context held across ``yield`` would leak
+                    # into the caller's code.
+                    with torch.no_grad():
+                        state = net.run_step(step, state, ws, options)
+                    if self.use_cache:
+                        states.append(state)
+                    executed += 1
+                if step.layer == "torgb":
+                    img = state[1]
+                    assert img is not None
+                    yield BlockImage(
+                        step.res,
+                        img.contiguous().clone(),
+                        final=step.res == self.config.img_resolution,
+                    )
+        finally:
+            self.last_run = RunStats(min(resume, last_step + 1), executed, len(self._steps))
+
+    def render_sequence(
+        self, frames: Iterable[torch.Tensor], batch_size: int = 1, **kwargs: Any
+    ) -> Iterator[torch.Tensor]:
+        """Images [C, R, R] of a sequence of W+ [num_ws, w_dim] (or w [w_dim]) frames, in
+        order, synthesised ``batch_size`` at a time (consecutive batches reuse the cache)."""
+        if batch_size < 1:
+            raise GeneratorInputError(f"batch_size: expected >= 1, found {batch_size}")
+        batch: list[torch.Tensor] = []
+        for frame in frames:
+            batch.append(frame)
+            if len(batch) == batch_size:
+                yield from self.synthesize(torch.stack(batch), **kwargs)
+                batch = []
+        if batch:
+            yield from self.synthesize(torch.stack(batch), **kwargs)
+
+    def clear_cache(self) -> None:
+        self._cache = None
+
+    # -------------------------------------------------------------- internals
+
+    def _options(
+        self,
+        precision: Precision | None,
+        noise_mode: NoiseMode | None,
+        noise_seed: int | Sequence[int] | None,
+    ) -> SynthesisOptions:
+        precision = precision or self.precision
+        check_precision(self.device, precision)
+        seed = self.noise_seed if noise_seed is None else noise_seed
+        seeds = None if seed is None else (
+            (int(seed),) if isinstance(seed, int) else tuple(int(s) for s in seed)
+        )
+        return SynthesisOptions(
+            noise_mode=noise_mode or self.noise_mode, noise_seeds=seeds, precision=precision
+        )
+
+    def _check_stop_res(self, stop_res: int | None) -> int:
+        if stop_res is None:
+            return self.config.img_resolution
+        if stop_res not in self.config.block_resolutions:
+            raise GeneratorInputError(
+                f"stop_res: expected one of {', '.join(map(str, self.config.block_resolutions))}"
+                f", found {stop_res}"
+            )
+        return stop_res
+
+    def _reusable_states(self, ws: torch.Tensor, options: SynthesisOptions) -> list[SynthesisState]:
+        """States of the cached run still valid for ``ws``; re-arms the cache for ``ws``."""
+        key = (options, tuple(ws.shape), self.device)
+        cache = self._cache
+        if not self.use_cache:
+            return []
+        states: list[SynthesisState] = []
+        if cache is not None and cache.key == key:
+            changed = [r for r in range(self.num_ws) if not torch.equal(ws[:, r], cache.ws[:, r])]
+            first_dirty = min(
+                (s.index for s in self._steps if s.w_index in changed), default=len(self._steps)
+            )
+            states = cache.states[:first_dirty]
+        # The list is shared with the cache: steps appended during this run extend it.
+        self._cache = _Cache(key, ws.clone(), states)
+        return states
+
+
+def _first_of_block(step: SynthesisStep) -> bool:
+    return step.layer == "conv0" or (step.res == 4 and step.layer == "conv1")

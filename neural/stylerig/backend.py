@@ -1,0 +1,346 @@
+"""The "stylerig" backend: a base W+ (seed or latent) edited by RigNet to the rig's targets.
+
+Per request: DFR reads the base W+ (its rig values p), RigNet turns W+ and the change asked
+of pose, expression and illumination (target from ``RigState.rig`` minus p) into the edited
+W+, SeFa offsets follow as in the plain StyleGAN2 backend. Identity, reflectance and
+translation in ``RigState.rig`` are ignored: the base latent owns them. ``extras
+["stylerig_controls"]`` may list a subset of CONTROLS to drive (default: all three); a
+request asking no change returns the base W+ itself, bit for bit.
+
+Trained models live in one file per generator, ``stylerig-<first 16 hex of the generator's
+sha256>.safetensors`` + ``.json`` (the DFR and the RigNet, the crop, camera and face model
+they were trained with), looked up in the given folders, then ``$NFR_STYLERIG_DIR``, then
+next to the generator file. The same safetensors + JSON convention holds the DFR alone
+(``dfr.safetensors``), written by ``nfr train dfr``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+
+from ...rig.atomic import atomic_open
+from ...rig.params import RIG_SIZE
+from ..backends import BACKENDS, BackendError, DirectionsFor, RigState, StyleGAN2Backend
+from . import StyleRigError
+from .data import FaceCrop
+from .dfr import DFR, DFRConfig
+from .rignet import CONTROLS, RigNet, RigNetConfig, control_mask
+
+if TYPE_CHECKING:
+    from ..checkpoints import LoadedGenerator
+    from ..engine import StyleGAN2Engine
+
+BACKEND_NAME = "stylerig"
+DFR_FORMAT = "nfr-stylerig-dfr"
+STYLERIG_FORMAT = "nfr-stylerig"
+FILE_VERSION = 1
+SEARCH_ENV = "NFR_STYLERIG_DIR"
+
+
+class MissingRigNetError(BackendError):
+    """No trained RigNet exists for the selected generator."""
+
+
+# ------------------------------------------------------------------ files
+
+
+def write_artifact(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """``path`` (.safetensors) then its ``.json`` sidecar, each atomically; the sidecar holds
+    the weights' sha256, so a sidecar never vouches for other weights."""
+    blob = safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    with atomic_open(path, "wb") as out:
+        out.write(blob)
+    document = dict(meta, weights_sha256=hashlib.sha256(blob).hexdigest())
+    with atomic_open(path.with_suffix(".json"), "w", encoding="utf-8") as out:
+        json.dump(document, out, indent=2, sort_keys=True)
+        out.write("\n")
+
+
+def read_artifact(path: Path, expected_format: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and sidecar of a file written by ``write_artifact``; checks its format,
+    version and that the weights are the ones the sidecar describes."""
+    sidecar = path.with_suffix(".json")
+    try:
+        blob = path.read_bytes()
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StyleRigError(f"{path}: cannot read ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != expected_format:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise StyleRigError(f"{sidecar}: field format: expected {expected_format!r}, "
+                            f"found {found!r}")
+    if meta.get("version") != FILE_VERSION:
+        raise StyleRigError(f"{sidecar}: field version: expected {FILE_VERSION}, found "
+                            f"{meta.get('version')!r} (written by a newer Neural Face Rig?)")
+    if meta.get("weights_sha256") != hashlib.sha256(blob).hexdigest():
+        raise StyleRigError(f"{path}: the weights do not match their sidecar {sidecar.name} "
+                            "(an interrupted copy?)")
+    try:
+        tensors = safetensors.torch.load(blob)
+    except safetensors.SafetensorError as exc:
+        raise StyleRigError(f"{path}: damaged safetensors file ({exc})") from None
+    return tensors, meta
+
+
+def _prefixed(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+
+
+def _load_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str,
+                 source: Path) -> None:
+    state = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise StyleRigError(f"{source}: {prefix} weights do not match its config ({exc})") from None
+
+
+@dataclass
+class TrainingSetup:
+    """How a DFR/RigNet was trained, which decides where it is valid: the generator (sha256),
+    the face model (name, sha256), the rig camera size, the crop and the truncation psi of
+    the samples."""
+
+    generator_sha256: str
+    face_model: dict[str, str]
+    camera_size: int
+    crop: FaceCrop
+    psi: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "generator_sha256": self.generator_sha256,
+            "face_model": dict(self.face_model),
+            "camera_size": self.camera_size,
+            "crop": self.crop.to_dict(),
+            "psi": self.psi,
+        }
+
+    @classmethod
+    def from_dict(cls, meta: dict, source: str) -> TrainingSetup:
+        try:
+            return cls(
+                generator_sha256=str(meta["generator_sha256"]),
+                face_model={str(k): str(v) for k, v in dict(meta["face_model"]).items()},
+                camera_size=int(meta["camera_size"]),
+                crop=FaceCrop.from_dict(meta["crop"], f"{source} crop"),
+                psi=float(meta["psi"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StyleRigError(
+                f"{source}: missing or malformed training setup ({exc!r})"
+            ) from None
+
+
+def save_dfr(path: Path, dfr: DFR, setup: TrainingSetup, extra: dict[str, Any]) -> None:
+    meta = {"format": DFR_FORMAT, "version": FILE_VERSION, "dfr": dfr.config.to_dict(),
+            **setup.to_dict(), **extra}
+    write_artifact(path, _prefixed(dfr, "dfr"), meta)
+
+
+def load_dfr(path: str | os.PathLike[str], device: torch.device | str = "cpu"
+             ) -> tuple[DFR, TrainingSetup, dict]:
+    """A DFR file -> (DFR in eval mode, frozen, on ``device``; its training setup; sidecar)."""
+    path = Path(path)
+    tensors, meta = read_artifact(path, DFR_FORMAT)
+    dfr = DFR(DFRConfig.from_dict(meta.get("dfr"), f"{path.with_suffix('.json')} dfr"))
+    _load_module(dfr, tensors, "dfr", path)
+    setup = TrainingSetup.from_dict(meta, str(path.with_suffix(".json")))
+    return dfr.to(device).eval().requires_grad_(False), setup, meta
+
+
+@dataclass
+class StyleRigModel:
+    """A trained DFR + RigNet pair for one generator (eval mode, frozen)."""
+
+    dfr: DFR
+    rignet: RigNet
+    setup: TrainingSetup
+    path: Path | None = None
+
+    def to(self, device: torch.device | str) -> StyleRigModel:
+        self.dfr.to(device)
+        self.rignet.to(device)
+        return self
+
+
+def stylerig_filename(generator_sha256: str) -> str:
+    return f"stylerig-{generator_sha256[:16]}.safetensors"
+
+
+def save_stylerig(folder: Path, dfr: DFR, rignet: RigNet, setup: TrainingSetup,
+                  extra: dict[str, Any]) -> Path:
+    """Write the runtime file of a generator into ``folder``; returns its path."""
+    path = folder / stylerig_filename(setup.generator_sha256)
+    meta = {"format": STYLERIG_FORMAT, "version": FILE_VERSION, "dfr": dfr.config.to_dict(),
+            "rignet": rignet.config.to_dict(), **setup.to_dict(), **extra}
+    write_artifact(path, {**_prefixed(dfr, "dfr"), **_prefixed(rignet, "rignet")}, meta)
+    return path
+
+
+def load_stylerig(path: str | os.PathLike[str], device: torch.device | str = "cpu"
+                  ) -> StyleRigModel:
+    path = Path(path)
+    tensors, meta = read_artifact(path, STYLERIG_FORMAT)
+    source = str(path.with_suffix(".json"))
+    dfr = DFR(DFRConfig.from_dict(meta.get("dfr"), f"{source} dfr"))
+    rignet = RigNet(RigNetConfig.from_dict(meta.get("rignet"), f"{source} rignet"))
+    _load_module(dfr, tensors, "dfr", path)
+    _load_module(rignet, tensors, "rignet", path)
+    model = StyleRigModel(dfr.eval().requires_grad_(False), rignet.eval().requires_grad_(False),
+                          TrainingSetup.from_dict(meta, source), path)
+    return model.to(device)
+
+
+def search_folders(folders: Iterable[str | os.PathLike[str]] = (),
+                   weights_path: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Where RigNets are looked for, in order: ``folders``, $NFR_STYLERIG_DIR (os.pathsep
+    separated), the generator file's folder."""
+    found = [Path(f) for f in folders]
+    env = os.environ.get(SEARCH_ENV, "")
+    found += [Path(p) for p in env.split(os.pathsep) if p]
+    if weights_path is not None:
+        found.append(Path(weights_path).resolve().parent)
+    return found
+
+
+def find_stylerig(generator_sha256: str, folders: Sequence[Path]) -> Path | None:
+    """The first folder's StyleRig file for the generator whose sidecar names it."""
+    name = stylerig_filename(generator_sha256)
+    for folder in folders:
+        candidate = folder / name
+        if candidate.is_file() and candidate.with_suffix(".json").is_file():
+            try:
+                meta = json.loads(candidate.with_suffix(".json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(meta, dict) and meta.get("generator_sha256") == generator_sha256:
+                return candidate
+    return None
+
+
+def training_commands(weights_path: str | os.PathLike[str] | None, out: str = "stylerig-run"
+                      ) -> str:
+    """The shell commands that train the StyleRig file of a generator."""
+    weights = shlex.quote(str(weights_path)) if weights_path is not None else "GENERATOR.pkl"
+    return (
+        f"nfr train dfr --weights {weights} --face-model BFM_model_front.mat --out {out}/dfr\n"
+        f"  nfr train rignet --weights {weights} --dfr {out}/dfr/dfr.safetensors --out {out}"
+    )
+
+
+def missing_rignet_message(generator_sha256: str, folders: Sequence[Path],
+                           weights_path: str | os.PathLike[str] | None) -> str:
+    looked = ", ".join(str(f) for f in folders) or "(no folders)"
+    return (
+        f"no RigNet for generator {generator_sha256[:16]} (expected "
+        f"{stylerig_filename(generator_sha256)} in {looked}; set ${SEARCH_ENV} to add a "
+        f"folder). StyleRig has no public weights: train one for this generator with\n"
+        f"  {training_commands(weights_path)}\n"
+        f"and put the stylerig-*.safetensors/.json it writes into one of those folders."
+    )
+
+
+# ------------------------------------------------------------------ backend
+
+
+class StyleRigBackend(StyleGAN2Backend):
+    """Base latent (seed or latent, as the StyleGAN2 backend) -> RigNet edit -> SeFa."""
+
+    name = BACKEND_NAME
+
+    def __init__(
+        self,
+        engine: StyleGAN2Engine,
+        model_id: str,
+        stylerig: StyleRigModel,
+        directions_for: DirectionsFor | None = None,
+    ) -> None:
+        super().__init__(engine, model_id, directions_for)
+        if model_id and stylerig.setup.generator_sha256 != model_id:
+            raise BackendError(
+                f"{stylerig.path}: trained for generator {stylerig.setup.generator_sha256[:16]}, "
+                f"not {model_id[:16]}"
+            )
+        expected = (engine.config.num_ws, engine.config.w_dim)
+        found = (stylerig.rignet.config.num_ws, stylerig.rignet.config.w_dim)
+        if found != expected:
+            raise BackendError(f"{stylerig.path}: RigNet edits W+ {list(found)}, the generator "
+                               f"has {list(expected)}")
+        self.stylerig = stylerig.to(engine.device)
+
+    @classmethod
+    def from_loaded(  # type: ignore[override]
+        cls,
+        loaded: LoadedGenerator,
+        device: str = "cpu",
+        sefa_cache_dir: Any = None,
+        stylerig_dirs: Iterable[str | os.PathLike[str]] = (),
+        weights_path: str | os.PathLike[str] | None = None,
+        stylerig_file: str | os.PathLike[str] | None = None,
+        **engine_kwargs: Any,
+    ) -> StyleRigBackend:
+        """Backend for a loaded generator with the StyleRig file ``stylerig_file``, or else
+        the one for its sha256 in the search folders; raises MissingRigNetError (naming the
+        training commands) when there is none."""
+        folders = search_folders(stylerig_dirs, weights_path)
+        path = Path(stylerig_file) if stylerig_file else find_stylerig(loaded.sha256, folders)
+        if path is None:
+            raise MissingRigNetError(missing_rignet_message(loaded.sha256, folders, weights_path))
+        plain = StyleGAN2Backend.from_loaded(loaded, device, sefa_cache_dir, **engine_kwargs)
+        return cls(plain.engine, loaded.sha256, load_stylerig(path, device),
+                   plain._directions_for)
+
+    def estimate(self, state: RigState) -> np.ndarray:
+        """The DFR's rig values [257] of the state's base latent (what sliders start from)."""
+        with torch.no_grad():
+            rig = self.stylerig.dfr(super().base_latents(state))
+        return rig[0].cpu().numpy().astype(np.float32)
+
+    def base_latents(self, state: RigState) -> torch.Tensor:
+        """The base W+ [1, num_ws, w_dim] edited to the state's rig targets."""
+        base = super().base_latents(state)
+        if state.rig is None:
+            return base
+        target = np.asarray(state.rig, dtype=np.float32)
+        if target.shape != (RIG_SIZE,) or not np.isfinite(target).all():
+            raise BackendError(f"rig: expected {RIG_SIZE} finite values, found shape "
+                               f"{list(target.shape)}")
+        controls = state.extras.get("stylerig_controls", CONTROLS)
+        try:
+            mask = torch.from_numpy(control_mask(controls)).to(base.device)
+        except StyleRigError as exc:
+            raise BackendError(f"extras['stylerig_controls']: {exc}") from None
+        dfr, rignet = self.stylerig.dfr, self.stylerig.rignet
+        with torch.no_grad():
+            estimate = dfr(base)
+            wanted = torch.from_numpy(target).to(base.device)[None]
+            delta = rignet.control_change(estimate, wanted, mask)
+            if not bool(delta.any()):
+                return base
+            return rignet(base, delta)
+
+
+def load_backend(model_path: str, device: str, files: Mapping[str, str]) -> StyleRigBackend:
+    """The worker's loader signature: generator file, device, other files by role (role
+    "stylerig": an explicit StyleRig file; else looked up by the generator's sha256)."""
+    from ..checkpoints import load_generator
+
+    return StyleRigBackend.from_loaded(load_generator(model_path), device,
+                                       weights_path=model_path,
+                                       stylerig_file=files.get("stylerig") or None)
+
+
+BACKENDS.setdefault(StyleRigBackend.name, StyleRigBackend)
