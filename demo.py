@@ -4,20 +4,30 @@
    else a generated full-size synthetic model (clearly reported as synthetic).
 2. Draw a seeded random RigParams sample and render it with rig.render (PyTorch rasteriser,
    Deep3DFaceRecon's 224 px camera) to ``out/rig_face.png``.
-3. In a fresh Python process (Blender as the ``bpy`` module, its user folder isolated under
+3. Neural models: the files in ``$NFR_MODELS`` (the add-on's models-folder names, e.g.
+   discofacegan.safetensors + discofacegan-average_w_id.txt, or stylegan2.safetensors) if set;
+   else generated UNTRAINED weights of the real architecture (DiscoFaceGAN's 256 px generator,
+   or a 256 px StyleGAN2 when the DiscoFaceGAN backend is not available), flagged untrained
+   so every image they make is stamped "UNTRAINED WEIGHTS".
+4. In a fresh Python process (Blender as the ``bpy`` module, its user folder isolated under
    ``out/blender_user``): install and enable the extension from the zip, add the head with the
    extension's operator, give its shape keys and transform the sample's identity, expression
    and pose, match the camera, render with Cycles to ``out/rig_head_blender.png`` and save
-   ``out/demo.blend``.
-4. Compare the two silhouettes (intersection over union): the cameras and geometry agree.
+   ``out/rig_head.blend``. Then Add Face Rig in a new file, keyframe an expression animation
+   over 24 frames (rig expression coefficients and a head turn with DiscoFaceGAN; SeFa
+   sliders with StyleGAN2), render ``out/face_portrait.png`` and ``out/face_frames/`` with
+   Cycles (the faces come from the extension's inference worker) and save ``out/demo.blend``.
+5. Compare the two silhouettes (intersection over union): the cameras and geometry agree.
 
 The Blender part is blender_addon/demo_stage.py, run in a child process: Blender's process
-never loads torch and this driver never loads bpy.
+never loads torch (its worker process does) and this driver never loads bpy.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -45,7 +55,14 @@ FACE_MODEL_ENV = "NFR_FACE_MODEL"
 SYNTHETIC_MODEL_NAME = "synthetic_BFM_model_front.mat"
 RIG_IMAGE_NAME = "rig_face.png"
 BLENDER_IMAGE_NAME = "rig_head_blender.png"
+HEAD_BLEND_NAME = "rig_head.blend"
 BLEND_NAME = "demo.blend"
+MODELS_ENV = "NFR_MODELS"
+PORTRAIT_NAME = "face_portrait.png"
+FRAMES_PREFIX = "face_frames/face_"
+UNTRAINED_SEED = 0
+# The real architecture of a 256 px StyleGAN2 (channel_base 16384: 512 channels up to 32 px).
+UNTRAINED_STYLEGAN2 = {"img_resolution": 256, "channel_base": 16384}
 
 
 class DemoError(NeuralError):
@@ -85,28 +102,140 @@ def _run_demo(out: Path, seed: int) -> None:
     rig_mask = _render_with_rig(face_model, params, CAMERA_224, out / RIG_IMAGE_NAME)
     print(f"Rig render:       {out / RIG_IMAGE_NAME} (rig.render, PyTorch rasteriser)")
 
+    models, untrained = _neural_models(out)
     stage = _run_blender_stage(
         {
             "zip": str(zip_path),
             "face_model": str(model_path),
+            "face_rig": {
+                "models_dir": str(models),
+                "still": str(out / PORTRAIT_NAME),
+                "frames": str(out / FRAMES_PREFIX),
+                "blend": str(out / BLEND_NAME),
+            },
             "identity": params.identity.tolist(),
             "expression": params.expression.tolist(),
             "matrix_world": _blender_world_matrix(params).tolist(),
             "camera": {"focal": CAMERA_224.focal, "size": CAMERA_224.size,
                        "distance": CAMERA_224.distance},
             "image": str(out / BLENDER_IMAGE_NAME),
-            "blend": str(out / BLEND_NAME),
+            "blend": str(out / HEAD_BLEND_NAME),
         },
         user_folder=out / "blender_user",
     )
     print(f"Blender:          {stage['report']}")
     print(f"Blender render:   {out / BLENDER_IMAGE_NAME} (Cycles, CPU, "
           f"{demo_stage.CYCLES_SAMPLES} samples; mean albedo under a sun and ambient light)")
-    print(f"Blend file:       {out / BLEND_NAME}")
+    print(f"Head blend file:  {out / HEAD_BLEND_NAME}")
     iou = _silhouette_iou(out / BLENDER_IMAGE_NAME, rig_mask)
     print(f"Silhouettes:      IoU {iou:.4f} between the Blender and rig renders "
           "(same shape, pose and camera)")
+    _report_face_rig(out, stage["face_rig"], untrained)
     print(f"Done in {time.perf_counter() - start:.1f} s.")
+
+
+def _neural_models(out: Path) -> tuple[Path, bool]:
+    """(models folder, whether its weights are generated untrained ones)."""
+    folder = os.environ.get(MODELS_ENV)
+    if folder:
+        path = Path(folder).expanduser().resolve()
+        print(f"Neural models:    {path} (from ${MODELS_ENV})")
+        return path, False
+    path = out / "models"
+    path.mkdir(exist_ok=True)
+    if _discofacegan_available():
+        weights = _write_untrained_discofacegan(path)
+    else:
+        weights = _write_untrained_stylegan2(path)
+    print(f"Neural models:    {weights}")
+    print("                  UNTRAINED: random weights of the real architecture, no real model "
+          "files found. Every image is stamped 'UNTRAINED WEIGHTS'. Set "
+          f"${MODELS_ENV} to a folder with your model files to see real faces.")
+    return path, True
+
+
+def _discofacegan_available() -> bool:
+    """Whether this build has the DiscoFaceGAN backend (the rig-driven one)."""
+    try:
+        importlib.import_module("neural_face_rig.neural.discofacegan.backend")
+    except ImportError:
+        return False
+    from neural_face_rig.neural.backends import BACKENDS
+
+    return "discofacegan" in BACKENDS
+
+
+def _untrained_id(kind: str, config: dict[str, Any]) -> str:
+    """The model identity of generated weights: a digest of what generates them."""
+    text = json.dumps({"kind": kind, "config": config, "seed": UNTRAINED_SEED}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _flag_untrained(sidecar: Path) -> None:
+    """Add ``"untrained": true`` to a project sidecar (the worker stamps such models)."""
+    data = json.loads(sidecar.read_text(encoding="utf-8"))
+    data["untrained"] = True
+    with atomic_open(sidecar, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+
+
+def _write_untrained_discofacegan(folder: Path) -> Path:
+    """DiscoFaceGAN's released architecture with random weights, and its identity-average W
+    made the way the real one is but from N(0, 1) identities (there is no trained VAE)."""
+    import torch
+    from neural_face_rig.neural.discofacegan.adapter import IDENTITY_DIM, save_average_w_id
+    from neural_face_rig.neural.discofacegan.config import COEFF_DIM, DFGConfig
+    from neural_face_rig.neural.discofacegan.generator import DFGGenerator, random_state_dict
+    from neural_face_rig.neural.discofacegan.tf_reader import LoadedDFG, save_dfg_project
+
+    config = DFGConfig()
+    state = random_state_dict(config, UNTRAINED_SEED)
+    weights = folder / "discofacegan.safetensors"
+    loaded = LoadedDFG(config, state, "untrained", _untrained_id("discofacegan",
+                                                                 config.to_dict()))
+    _flag_untrained(save_dfg_project(loaded, weights))
+    generator = DFGGenerator.from_state_dict(config, state)
+    rng = np.random.default_rng(UNTRAINED_SEED)
+    z = np.zeros((256, config.z_dim), np.float32)
+    z[:, :IDENTITY_DIM] = rng.normal(size=(256, IDENTITY_DIM))
+    z[:, COEFF_DIM:] = rng.normal(size=(256, config.noise_dim))
+    with torch.inference_mode():
+        w = generator.mapping(torch.from_numpy(z), batched=True).mean(dim=0)
+    average = np.repeat(w.numpy()[None], config.num_ws, axis=0)
+    save_average_w_id(folder / "discofacegan-average_w_id.txt", average)
+    return weights
+
+
+def _write_untrained_stylegan2(folder: Path) -> Path:
+    from neural_face_rig.neural.checkpoints import LoadedGenerator, save_project
+    from neural_face_rig.neural.stylegan2.config import StyleGAN2Config
+    from neural_face_rig.neural.stylegan2.generator import random_state_dict
+
+    config = StyleGAN2Config(**UNTRAINED_STYLEGAN2)
+    weights = folder / "stylegan2.safetensors"
+    loaded = LoadedGenerator(config, random_state_dict(config, UNTRAINED_SEED), "untrained",
+                             _untrained_id("stylegan2", config.to_dict()))
+    _flag_untrained(save_project(loaded, weights))
+    return weights
+
+
+def _report_face_rig(out: Path, face: dict[str, Any], untrained: bool) -> None:
+    frames = [out / f"{FRAMES_PREFIX}{n:04d}.png" for n in range(face["frames"][0],
+                                                                  face["frames"][1] + 1)]
+    missing = [str(f) for f in [out / PORTRAIT_NAME, *frames] if not f.is_file()]
+    if missing:
+        raise DemoError(f"the Face Rig renders are missing: {', '.join(missing)}")
+    drive = ("rig expression coefficients and a head turn" if face["backend"] == "discofacegan"
+             else "SeFa sliders")
+    print(f"Face rig:         backend {face['backend']}, model {face['model']}"
+          + (" (UNTRAINED WEIGHTS)" if untrained else ""))
+    print(f"                  {len(frames)} keyframed frames ({drive}); 3DMM head "
+          f"{'co-registered' if face['head'] else 'not added'}; worker: {face['status']}")
+    print(f"Portrait:         {out / PORTRAIT_NAME} (Cycles, Standard view transform)")
+    print(f"Sequence:         {frames[0]} .. {frames[-1].name}")
+    print(f"Blend file:       {out / BLEND_NAME} (the face rig, its animation, the face packed; "
+          f"{face['seconds']:.1f} s in Blender)")
 
 
 def _build_extension() -> Path:

@@ -1,9 +1,16 @@
-"""The Blender half of ``make demo``, run by neural/demo.py in a fresh interpreter where
-Blender is the ``bpy`` module: install the extension zip, add and pose the head with the
-extension's own operator, match the rig camera, render with Cycles and save the .blend.
+"""The Blender half of ``make demo``, run by demo.py in a fresh interpreter where Blender is
+the ``bpy`` module. Never loads torch (the extension's worker process does).
 
-Input: one JSON argument (see neural/demo.py); output: one JSON line on stdout, or a line
-starting with STAGE_ERROR_PREFIX on stderr and exit code 2. Never loads torch.
+1. Install the extension zip; add and pose the 3DMM head with the extension's own operator,
+   match the rig camera, render with Cycles and save ``rig_head.blend`` (the geometry check).
+2. In a new file: point the preferences at the models folder, Add Face Rig (DiscoFaceGAN when
+   its files are there, else StyleGAN2), keyframe an expression animation (DiscoFaceGAN: rig
+   expression coefficients and a head turn; StyleGAN2: SeFa sliders), render a still and the
+   sequence with Cycles (the faces come from the worker, synchronously, as on a farm) and
+   save ``demo.blend``.
+
+Input: one JSON argument (see demo.py); output: one JSON line on stdout, or a line starting
+with STAGE_ERROR_PREFIX on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -24,7 +31,23 @@ from .rig.blender_mesh import to_blender_frame
 EXTENSION_REPO = "user_default"
 EXTENSION_MODULE = f"bl_ext.{EXTENSION_REPO}.neural_face_rig"
 CYCLES_SAMPLES = 16
+FACE_RIG_SAMPLES = 4  # emission only: every sample sees the same texel
 STAGE_ERROR_PREFIX = "blender stage: "
+# (data path, [(frame, value), ...]) per backend: a smile-and-turn over 24 frames.
+ANIMATION = {
+    "discofacegan": (
+        ("face_rig.expression.c000", ((1, 0.0), (8, 2.5), (16, -1.5), (24, 0.0))),
+        ("face_rig.expression.c001", ((1, 0.0), (8, -1.5), (16, 2.0), (24, 0.0))),
+        ("face_rig.expression.c002", ((1, 0.0), (12, 2.0), (24, 0.0))),
+        ("face_rig.rotation.c001", ((1, -0.3), (24, 0.3))),
+    ),
+    "stylegan2": (
+        ("face_rig.sefa_sliders[0].value", ((1, 0.0), (8, 3.0), (16, -3.0), (24, 0.0))),
+        ("face_rig.sefa_sliders[1].value", ((1, -2.0), (24, 2.0))),
+    ),
+}
+SEFA_SLIDERS = ((0, 0, 3, "Pose"), (1, 4, 7, "Expression"))  # direction, first, last, label
+DEMO_BACKENDS = ("discofacegan", "stylegan2")
 
 
 class StageError(Exception):
@@ -46,12 +69,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_stage(config: dict[str, Any]) -> dict[str, Any]:
-    """Install the extension, add and pose the head, render and save. Runs in the child."""
+    """Install the extension, run both parts; returns what each did. Runs in the child."""
     import bpy
-    from mathutils import Matrix
 
     bpy.ops.wm.read_homefile(use_empty=True)
     _install_extension(config["zip"])
+    report = _head_stage(config)
+    return {"report": report, "face_rig": _face_rig_stage(config["face_rig"],
+                                                          config["face_model"])}
+
+
+def _head_stage(config: dict[str, Any]) -> str:
+    """Add and pose the head, render it and save the file."""
+    import bpy
+    from mathutils import Matrix
+
     preferences = importlib.import_module(f"{EXTENSION_MODULE}.preferences")
     head_mesh = importlib.import_module(f"{EXTENSION_MODULE}.head_mesh")
     preferences.addon_preferences(bpy.context).face_model_path = config["face_model"]
@@ -74,11 +106,78 @@ def run_stage(config: dict[str, Any]) -> dict[str, Any]:
     # to a temporary file and renames it, so no half-written .blend is ever seen.
     Path(config["blend"]).unlink(missing_ok=True)
     bpy.ops.wm.save_as_mainfile(filepath=config["blend"], compress=True)
-    return {
-        "report": f"extension {EXTENSION_MODULE} installed from the zip; its Add Face Rig Head "
+    return (
+        f"extension {EXTENSION_MODULE} installed from the zip; its Add Face Rig Head "
         f"operator built {head.name}; shape keys and pose set from the sample; "
-        f"render {render_seconds:.1f} s",
+        f"render {render_seconds:.1f} s"
+    )
+
+
+def _face_rig_stage(config: dict[str, Any], face_model: str) -> dict[str, Any]:
+    """Add a Face Rig in a new file, animate it, render the still and the sequence, save."""
+    import bpy
+
+    start = time.perf_counter()
+    bpy.ops.wm.read_homefile(use_empty=True)
+    extension = {name: importlib.import_module(f"{EXTENSION_MODULE}.{name}")
+                 for name in ("live", "model_files", "preferences", "rig_props")}
+    prefs = extension["preferences"].addon_preferences(bpy.context)
+    prefs.models_dir = config["models_dir"]
+    prefs.face_model_path = face_model
+    backend = _demo_backend(extension["model_files"], prefs)
+
+    bpy.ops.nfr.add_rig(backend=backend)  # type: ignore[attr-defined]
+    card = bpy.context.active_object
+    if card is None or not card.face_rig.is_rig:
+        raise StageError("nfr.add_rig finished without an active face rig")
+    with extension["live"].paused():  # no previews: nothing polls for them in background mode
+        if backend == "stylegan2":
+            for direction, first, last, label in SEFA_SLIDERS:
+                extension["rig_props"].add_sefa_slider(card, direction, first, last, label)
+        _keyframe(card, ANIMATION[backend])
+
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 1, max(f for _, keys in ANIMATION[backend]
+                                                for f, _ in keys)
+    scene.render.engine = "CYCLES"
+    scene.cycles.device = "CPU"
+    scene.cycles.samples = FACE_RIG_SAMPLES
+    scene.frame_set((scene.frame_start + scene.frame_end) // 2)
+    bpy.ops.nfr.render_portrait(filepath=config["still"])  # type: ignore[attr-defined]
+    bpy.ops.nfr.render_sequence(filepath=config["frames"])  # type: ignore[attr-defined]
+    status = extension["live"].status_text(card)
+    Path(config["blend"]).unlink(missing_ok=True)
+    bpy.ops.wm.save_as_mainfile(filepath=config["blend"], compress=True)
+    extension["live"].stop_worker()
+    return {
+        "backend": backend,
+        "model": extension["model_files"].model_paths(prefs, backend)["generator"],
+        "frames": [scene.frame_start, scene.frame_end],
+        "status": status,
+        "head": f"{card.name} Head" in scene.objects,
+        "seconds": time.perf_counter() - start,
     }
+
+
+def _demo_backend(model_files, prefs) -> str:
+    """DiscoFaceGAN when all its files are in the models folder, else StyleGAN2."""
+    problems = []
+    for backend in DEMO_BACKENDS:
+        missing = [s.problem for s in model_files.model_status(prefs, backend)
+                   if s.required and not s.ok]
+        if not missing:
+            return backend
+        problems.extend(missing)
+    raise StageError(f"no usable generator in {prefs.models_dir}: " + "; ".join(
+        str(p) for p in problems))
+
+
+def _keyframe(card, animation) -> None:
+    for path, keys in animation:
+        for frame, value in keys:
+            owner_path, _, prop = path.rpartition(".")
+            setattr(card.path_resolve(owner_path), prop, value)
+            card.keyframe_insert(path, frame=frame)
 
 
 def _install_extension(zip_path: str) -> None:

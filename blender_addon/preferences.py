@@ -1,43 +1,43 @@
-"""Add-on preferences: where the user's face-model file lives.
+"""Add-on preferences: model files, the worker's Python and its packages, the device.
 
-Nothing licensed ships with the extension, so the preferences explain which file is needed,
-how to make it from the user's own BFM download and where to point the path.
+Nothing licensed ships with the extension, so every model file has a path field (empty: look
+in the models folder) and, while it is missing or wrong, text saying what is needed, where
+users get it and where to put it. The dependency box shows what the worker's Python has (from
+the last check; drawing never starts a process) with install / re-check buttons and progress.
 """
 
 from __future__ import annotations
 
-import os
-
 import bpy
-from bpy.props import StringProperty
+from bpy.props import EnumProperty, StringProperty
 from bpy.types import AddonPreferences, Context, UILayout
 
-from .rig.bfm_convert import FILES
+from . import dependencies
+from .model_files import (
+    FACE_MODEL,
+    FACE_MODEL_FILENAME,
+    MODEL_SETS,
+    ModelFileStatus,
+    face_model_problem,
+    model_paths,
+    model_status,
+    models_folder,
+)
 
-FACE_MODEL_FILENAME = "BFM_model_front.mat"
+__all__ = [
+    "FACE_MODEL_FILENAME",
+    "NFR_AddonPreferences",
+    "addon_preferences",
+    "draw_model_status",
+    "face_model_problem",
+    "resolved_face_model_path",
+]
 
-
-def face_model_help() -> tuple[tuple[str, ...], ...]:
-    """Paragraphs (tuples of lines) telling the user which file is needed, how to make it from
-    their own downloads and where to put it. The input list comes from rig.bfm_convert."""
-    inputs = tuple(
-        line
-        for raw in FILES.values()
-        for line in (f"{raw.name} ({raw.what})", f"    from {raw.source}")
-    )
-    return (
-        (
-            f"Needed: {FACE_MODEL_FILENAME}, the 3D Morphable Face Model in Deep3DFaceRecon's "
-            "layout.",
-            "Nothing licensed ships with this extension: make it from your own downloads.",
-        ),
-        (
-            "Make it with the project's command line, from one folder holding these six files:",
-            f"nfr rig convert-bfm --bfm-dir FOLDER --out {FACE_MODEL_FILENAME}",
-        ),
-        inputs,
-        (f"Keep {FACE_MODEL_FILENAME} in any folder and set its path above.",),
-    )
+_BACKEND_TITLES = {
+    "stylegan2": "StyleGAN2 (SeFa sliders)",
+    "discofacegan": "DiscoFaceGAN",
+    "stylerig": "StyleRig (RigNet on the StyleGAN2 generator)",
+}
 
 
 class NFR_AddonPreferences(AddonPreferences):
@@ -52,13 +52,83 @@ class NFR_AddonPreferences(AddonPreferences):
         subtype="FILE_PATH",
         default="",
     )
+    models_dir: StringProperty(
+        name="Models Folder",
+        description="Folder searched for model files whose path is empty (empty: the "
+        "extension's user folder 'models')",
+        subtype="DIR_PATH",
+        default="",
+    )
+    stylegan2_generator_path: StringProperty(
+        name="StyleGAN2 Generator",
+        description="StyleGAN2 checkpoint: NVIDIA .pkl, rosinality/e4e .pt or converted "
+        ".safetensors (used by the StyleGAN2 and StyleRig backends)",
+        subtype="FILE_PATH",
+        default="",
+    )
+    dfg_generator_path: StringProperty(
+        name="DiscoFaceGAN Generator",
+        description="DiscoFaceGAN's TensorFlow .pkl or its converted .safetensors",
+        subtype="FILE_PATH",
+        default="",
+    )
+    dfg_average_w_path: StringProperty(
+        name="DiscoFaceGAN Average W",
+        description="The generator's average_w_id text file (identity-average W)",
+        subtype="FILE_PATH",
+        default="",
+    )
+    dfg_vae_dir: StringProperty(
+        name="DiscoFaceGAN VAE Folder",
+        description="DiscoFaceGAN's vae/weights folder (id, exp, gamma, rot)",
+        subtype="DIR_PATH",
+        default="",
+    )
+    rignet_path: StringProperty(
+        name="StyleRig RigNet",
+        description="RigNet .safetensors trained for the StyleGAN2 generator "
+        "('nfr train rignet')",
+        subtype="FILE_PATH",
+        default="",
+    )
+    device: EnumProperty(
+        name="Device",
+        description="Where the worker runs the networks",
+        items=(
+            ("AUTO", "Auto", "CUDA when the worker's torch finds a CUDA device, else the CPU"),
+            ("CPU", "CPU", "Always the CPU (installs the CPU-only torch build)"),
+            ("CUDA", "CUDA", "An NVIDIA GPU through CUDA torch"),
+        ),
+        default="AUTO",
+    )
+    worker_python: EnumProperty(
+        name="Worker Python",
+        description="The Python interpreter that runs the inference worker",
+        items=(
+            ("BLENDER", "Blender's Python",
+             "Blender's bundled Python, with packages installed into the extension's user folder"),
+            ("EXTERNAL", "External Python",
+             "Another Python (a venv or conda environment) that has the packages, e.g. CUDA torch"),
+        ),
+        default="BLENDER",
+    )
+    external_python: StringProperty(
+        name="External Python",
+        description="Python executable (or environment folder) for the worker",
+        subtype="FILE_PATH",
+        default="",
+    )
 
     def draw(self, context: Context) -> None:
-        layout = self.layout
-        layout.prop(self, "face_model_path")
-        problem = face_model_problem(self.face_model_path)
-        if problem is not None:
-            draw_face_model_help(layout.box(), problem)
+        sections = (
+            ("3D Morphable Face Model (the head mesh)", draw_face_model_section),
+            ("Neural Models", draw_models_section),
+            ("Inference Worker", draw_worker_section),
+        )
+        for title, draw_section in sections:
+            box = self.layout.box()
+            box.label(text=title)
+            draw_section(box, self)
 
 
 def addon_preferences(context: Context) -> NFR_AddonPreferences:
@@ -67,27 +137,106 @@ def addon_preferences(context: Context) -> NFR_AddonPreferences:
 
 
 def resolved_face_model_path(prefs: NFR_AddonPreferences) -> str:
-    """The face-model path with Blender's ``//`` (blend-relative) prefix expanded."""
-    return bpy.path.abspath(prefs.face_model_path) if prefs.face_model_path else ""
+    """The face-model path with ``//`` expanded, or the models folder's copy ('' if none)."""
+    return model_paths(prefs, "face_model")[FACE_MODEL.role]
 
 
-def face_model_problem(path: str) -> str | None:
-    """Why ``path`` cannot be a face model yet (cheap checks only), or None if it may be one."""
-    if not path:
-        return "No face model set."
-    resolved = bpy.path.abspath(path)
-    if not os.path.exists(resolved):
-        return f"Face model not found: {resolved}"
-    if not os.path.isfile(resolved):
-        return f"Face model path is not a file: {resolved}"
-    return None
+# ------------------------------------------------------------------ drawing
 
 
-def draw_face_model_help(layout: UILayout, problem: str) -> None:
-    """Draw ``problem`` followed by how to obtain and set the face-model file."""
+def draw_model_status(
+    layout: UILayout, statuses: list[ModelFileStatus], *, show_help: bool = True
+) -> None:
+    """One line per file (its name when fine, the problem when not), followed by how to get
+    each problem file when ``show_help``. Used by the preferences and the Face Rig panel."""
+    for status in statuses:
+        col = layout.column(align=True)
+        if status.ok:
+            col.label(text=f"{status.label}: {bpy.path.basename(status.path)}", icon="CHECKMARK")
+            continue
+        icon = "ERROR" if status.required else "INFO"
+        col.label(text=status.problem or "", icon=icon)
+        if not status.required:
+            col.label(text="Optional.")
+        if show_help:
+            for line in status.how_to_get:
+                col.label(text=line)
+
+
+def draw_face_model_section(layout: UILayout, prefs: NFR_AddonPreferences) -> None:
+    layout.prop(prefs, "face_model_path")
+    statuses = model_status(prefs, "face_model")
+    if not statuses[0].ok:
+        draw_model_status(layout, statuses)
+
+
+def draw_models_section(layout: UILayout, prefs: NFR_AddonPreferences) -> None:
+    layout.prop(prefs, "models_dir")
+    if not prefs.models_dir:
+        layout.label(text=f"Default: {models_folder(prefs)}")
+    shown: set[str] = set()
+    for backend, title in _BACKEND_TITLES.items():
+        col = layout.column()
+        col.label(text=title)
+        statuses = model_status(prefs, backend)
+        for spec, status in zip(MODEL_SETS[backend], statuses, strict=True):
+            if spec.pref in shown:  # StyleRig runs on the StyleGAN2 generator above
+                col.label(text=f"Uses the {spec.noun} above.")
+                continue
+            shown.add(spec.pref)
+            col.prop(prefs, spec.pref)
+            draw_model_status(col, [status])
+
+
+def draw_worker_section(layout: UILayout, prefs: NFR_AddonPreferences) -> None:
+    """Worker Python, device, package status, install / check buttons and progress."""
+    layout.row().prop(prefs, "worker_python", expand=True)
+    if not dependencies.uses_blender_python(prefs):
+        layout.prop(prefs, "external_python")
+    try:
+        python, _ = dependencies.worker_python(prefs)
+    except dependencies.DependencyError as exc:
+        layout.label(text=str(exc), icon="ERROR")
+        return
+    layout.label(text=f"Python: {python}")
+    report = dependencies.cached_report(prefs)
+    layout.row().prop(prefs, "device", expand=True)
+    _device, device_problem = dependencies.resolve_device(prefs, report)
+    if device_problem is not None:
+        layout.label(text=device_problem, icon="ERROR")
+
     col = layout.column(align=True)
-    col.label(text=problem, icon="ERROR")
-    for paragraph in face_model_help():
-        col.separator()
-        for line in paragraph:
-            col.label(text=line)
+    if report is None:
+        col.label(text="Python packages not checked yet.", icon="QUESTION")
+    else:
+        _draw_report(col, report)
+
+    task = dependencies.active_task()
+    if task is not None:
+        layout.progress(factor=task.progress, text=task.status_text())
+        layout.label(text=f"{task.title}; press Esc to cancel.")
+    row = layout.row()
+    row.enabled = task is None
+    if report is not None and report.missing and dependencies.uses_blender_python(prefs):
+        row.operator("nfr.install_dependencies", icon="IMPORT")
+    row.operator("nfr.check_dependencies", icon="FILE_REFRESH")
+    if report is not None and report.missing and dependencies.uses_blender_python(prefs):
+        notes = layout.column(align=True)
+        for line in dependencies.install_notes(prefs):
+            notes.label(text=line)
+
+
+def _draw_report(layout: UILayout, report: dependencies.DependencyReport) -> None:
+    if report.error is not None:
+        layout.label(text=report.error, icon="ERROR")
+        return
+    layout.label(text=f"Python {report.python_version}" + (
+        "" if report.python_version.startswith(dependencies.TESTED_PYTHON)
+        else f" (tested with {dependencies.TESTED_PYTHON})"))
+    for package in report.packages:
+        icon = {"ok": "CHECKMARK", "other-version": "INFO"}.get(package.state, "ERROR")
+        layout.label(text=package.describe(), icon=icon)
+    for problem in report.problems()[len(report.missing):]:
+        layout.label(text=problem, icon="ERROR")
+    layout.label(text=report.device_summary())
+    layout.label(text=report.cpu_summary())

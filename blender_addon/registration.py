@@ -9,15 +9,31 @@ from __future__ import annotations
 import bpy
 from bpy.props import StringProperty
 
+from . import properties  # props: rig property groups
+from .dependencies import shutdown as stop_dependency_jobs  # deps
+from .live import register as register_live  # live: handlers, rig-change listener
+from .live import unregister as unregister_live  # live: handlers off, worker stopped
+from .operators import presets, rig_groups, sefa_sliders  # props: rig operators
 from .operators.add_head import NFR_OT_add_head
+from .operators.add_rig import NFR_OT_add_rig  # live
+from .operators.bake import NFR_OT_bake_face, NFR_OT_use_live_face  # live
+from .operators.dependencies import NFR_OT_check_dependencies, NFR_OT_install_dependencies  # deps
+from .operators.render import NFR_OT_render_portrait, NFR_OT_render_sequence  # live
+from .panels import coefficients, model, output, sefa  # props: rig panels
 from .panels.face_rig import NFR_PT_face_rig
 from .preferences import NFR_AddonPreferences
 
 # Order matters: preferences before the operators that read them, panels last.
 CLASSES = (
     NFR_AddonPreferences,
+    *properties.CLASSES,  # props
     NFR_OT_add_head,
+    NFR_OT_check_dependencies, NFR_OT_install_dependencies,  # deps
+    NFR_OT_add_rig, NFR_OT_bake_face, NFR_OT_use_live_face,  # live
+    NFR_OT_render_portrait, NFR_OT_render_sequence,  # live
+    *rig_groups.CLASSES, *presets.CLASSES, *sefa_sliders.CLASSES,  # props
     NFR_PT_face_rig,
+    *model.CLASSES, *coefficients.CLASSES, *sefa.CLASSES, *output.CLASSES,  # props
 )
 
 
@@ -34,6 +50,7 @@ def _properties() -> tuple[tuple[type, str, object], ...]:
                 options=set(),
             ),
         ),
+        (bpy.types.Object, "face_rig", properties.face_rig_property()),  # props
     )
 
 
@@ -42,9 +59,12 @@ def register() -> None:
         bpy.utils.register_class(cls)
     for owner, name, prop in _properties():
         setattr(owner, name, prop)
+    register_live()  # live: last
 
 
 def unregister() -> None:
+    unregister_live()  # live: first
+    stop_dependency_jobs()  # deps: no pip or probe process outlives the extension
     for owner, name, _prop in reversed(_properties()):
         delattr(owner, name)
     for cls in reversed(CLASSES):

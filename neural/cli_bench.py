@@ -22,6 +22,7 @@ SUITES = {
     "stylegan2": "neural_face_rig.neural.bench_stylegan2",
     "dfg": "neural_face_rig.neural.bench_dfg",
     "stylerig": "neural_face_rig.neural.bench_stylerig",
+    "live": "neural_face_rig.neural.bench_live",
 }
 
 

@@ -269,16 +269,20 @@ def test_panel_shows_model_status_and_the_add_head_button(prefs, face_model_file
 
 
 def test_preferences_explain_how_to_get_the_face_model(prefs, face_model_file, tmp_path) -> None:
-    from neural_face_rig.preferences import NFR_AddonPreferences
+    from neural_face_rig.preferences import draw_face_model_section
 
-    draw = NFR_AddonPreferences.draw
+    def draw(self, _context) -> None:
+        draw_face_model_section(self.layout, self)
+
     missing = str(tmp_path / "BFM_model_front.mat")
-    text = "\n".join(line for _, line in _draw(draw, face_model_path=missing))
+    text = "\n".join(line for _, line in _draw(draw, face_model_path=missing, models_dir=""))
     assert f"Face model not found: {missing}" in text
     for needed in ("BFM_model_front.mat", "nfr rig convert-bfm", "01_MorphableModel.mat",
                    "University of Basel", "Exp_Pca.bin", "CoarseData", "Deep3DFaceRecon_pytorch",
-                   "set its path above"):
+                   "set its file path in"):
         assert needed in text, needed
-    assert "Face model path is not a file" in str(_draw(draw, face_model_path=str(tmp_path)))
+    assert "Face model path is not a file" in str(
+        _draw(draw, face_model_path=str(tmp_path), models_dir=""))
     # A usable path: just the path field, no help box.
-    assert _draw(draw, face_model_path=str(face_model_file)) == [("prop", "face_model_path")]
+    assert _draw(draw, face_model_path=str(face_model_file), models_dir="") == [
+        ("prop", "face_model_path")]

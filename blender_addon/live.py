@@ -1,0 +1,469 @@
+"""The live neural face: rig and frame changes become worker requests, results become pixels.
+
+- Interactive: a rig property change (``properties.RIG_CHANGE_LISTENERS``) or a frame change
+  (``frame_change_post`` with the evaluated values; update callbacks do not fire on
+  animation) sends a preview request; the worker streams progressive images; ``poll_once``,
+  a ``bpy.app.timers`` function, copies the newest image of each face into its float buffer.
+  It never blocks: it writes what has arrived and stops after ``POLL_BUDGET`` seconds.
+- Rendering and background mode (``blender -b``: timers never run): ``frame_change_post``
+  with a RENDER depsgraph (each frame of a still or animation render), or any frame change in
+  background mode, renders the frame's final face synchronously before Blender renders the
+  frame, then touches the card's image node so Cycles' persistent data sees the new pixels.
+  The same state twice (the handler runs again after an animation render) is not redone.
+- Baked rigs (the card shows an image sequence) are left alone: no worker is needed.
+
+bpy is used on the main thread (or Blender's render thread, inside its handlers) only; the
+worker client's threads never touch it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import os
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import bpy
+import numpy as np
+from bpy.app.handlers import persistent
+from bpy.types import Depsgraph, Object, Scene
+
+from . import dependencies, face_image, model_files, portrait, properties, rig_props
+from .bridge import WorkerClient, WorkerError
+from .neural.errors import NeuralError
+from .neural.worker_protocol import FaceImage, RenderJob, WorkerEvent
+from .preferences import addon_preferences
+
+POLL_BUDGET = 0.012  # seconds of main-thread time per poll: stays well inside a 60 Hz frame
+POLL_BUSY = 1.0 / 60.0
+POLL_IDLE = 0.25
+STREAM_FROM = 32  # smaller blocks are blurs not worth a texture upload
+BLOCKING_TIMEOUT = 900.0  # a first 1024 px render on a slow CPU, model load included
+DEFAULT_IMAGE_SIZE = 256
+STATS_KEPT = 2000
+DEVICES = {"AUTO": "auto", "CPU": "cpu", "CUDA": "cuda"}
+
+
+class LiveError(NeuralError):
+    """A rig cannot be rendered yet (no model file, worker Python unusable, ...)."""
+
+
+_client: WorkerClient | None = None
+_requests: dict[int, tuple[str, str]] = {}  # request id -> (face image name, job key)
+_arrived: dict[str, FaceImage] = {}  # newest image per face not yet written
+_shown: dict[str, str] = {}  # face image name -> job key of the final image it shows
+_status: dict[str, str] = {}  # face image name -> what happened last
+_directions: dict[str, tuple[tuple[int, ...], int]] = {}  # face -> (W+ rows, count)
+_paused = 0
+_rendering = False  # between render_init and render_complete/cancel: previews wait
+ERROR_COLOUR = (1.0, 0.0, 1.0, 1.0)  # a frame whose face failed is unmistakable
+POLL_SECONDS: collections.deque[float] = collections.deque(maxlen=STATS_KEPT)
+"""Main-thread seconds of every ``poll_once`` call that handled results."""
+UPLOAD_SECONDS: collections.deque[tuple[int, float]] = collections.deque(maxlen=STATS_KEPT)
+"""(image size, seconds) of every pixel write."""
+
+
+# ------------------------------------------------------------------ the worker
+
+
+def client() -> WorkerClient:
+    """The worker client for the preferences' worker Python (recreated when it changes)."""
+    global _client
+    try:
+        command, env = dependencies.worker_command(addon_preferences(bpy.context))
+    except dependencies.DependencyError as exc:
+        raise LiveError(str(exc)) from None
+    if _client is not None and _client.command != command:
+        _client.stop()
+        _client = None
+    if _client is None:
+        _client = WorkerClient(command, env)
+    return _client
+
+
+def stop_worker() -> None:
+    """Stop the worker process (unregister, Blender exit)."""
+    global _client
+    if _client is not None:
+        _client.stop()
+        _client = None
+
+
+def pause() -> None:
+    """No live requests and no frame-handler renders until ``resume`` (bakes set frames)."""
+    global _paused
+    _paused += 1
+
+
+def resume() -> None:
+    global _paused
+    _paused = max(0, _paused - 1)
+
+
+@contextmanager
+def paused() -> Iterator[None]:
+    """``pause()`` for the duration of the block."""
+    pause()
+    try:
+        yield
+    finally:
+        resume()
+
+
+# ------------------------------------------------------------------ jobs
+
+
+def face_name(ob: Object) -> str:
+    return ob.face_rig.image_name
+
+
+def is_baked(ob: Object) -> bool:
+    """The card shows a baked image sequence instead of the live face."""
+    node = portrait.face_node(ob)
+    return node is not None and node.image is not None and node.image.source == "SEQUENCE"
+
+
+def is_live(ob: Object) -> bool:
+    return properties.is_face_rig(ob) and bool(face_name(ob)) and not is_baked(ob)
+
+
+def job_for(
+    ob: Object,
+    *,
+    depsgraph: Depsgraph | None = None,
+    final: bool = False,
+    target: str = "",
+    output_path: str = "",
+) -> RenderJob:
+    """The worker job of ``ob``'s face (evaluated values when ``depsgraph`` is given): the
+    rig's model file or the preferences' one, the preferences' device; previews stream."""
+    state = rig_props.rig_state(ob, depsgraph=depsgraph, final=final)
+    prefs = addon_preferences(bpy.context)
+    paths = model_files.model_paths(prefs, state.backend, rig_props.model_path(ob))
+    model = paths.pop("generator", "")
+    if not model:
+        raise LiveError(
+            f"No {state.backend} generator: set the rig's Model, or the generator in "
+            "Preferences > Add-ons > Neural Face Rig (or put it in the models folder)"
+        )
+    if not os.path.isfile(model):
+        raise LiveError(f"Model file not found: {model}")
+    return RenderJob(
+        state=state,
+        model_path=model,
+        target=target or face_name(ob),
+        device=DEVICES.get(prefs.device, "auto"),
+        files={role: path for role, path in paths.items() if path},
+        stream_from=None if final else STREAM_FROM,
+        output_path=output_path,
+    )
+
+
+def request_update(ob: Object, depsgraph: Depsgraph | None = None) -> int | None:
+    """Ask for ``ob``'s preview; returns the request id (None: nothing to do or a problem,
+    which ``status_text`` shows)."""
+    if _paused or not is_live(ob):
+        return None
+    name = face_name(ob)
+    try:
+        job = job_for(ob, depsgraph=depsgraph)
+        ident = client().request(job)
+    except (LiveError, WorkerError) as exc:
+        _status[name] = str(exc)
+        return None
+    face_image.ensure_face_image(name, job.state.resolution or DEFAULT_IMAGE_SIZE)
+    _requests[ident] = (name, job.key())
+    _status[name] = "updating"
+    _ensure_timer()
+    return ident
+
+
+def render_now(ob: Object, depsgraph: Depsgraph | None = None) -> bool:
+    """Render ``ob``'s final face synchronously into its image (renders, background mode).
+    Returns False when the image already shows this exact state."""
+    name = face_name(ob)
+    # Its own latest-wins key: a preview for the same face must not cancel the render's.
+    job = job_for(ob, depsgraph=depsgraph, final=True, target=f"render:{name}")
+    key = job.key()
+    if _shown.get(name) == key and name in bpy.data.images:
+        return False
+    _status[name] = "rendering the final face"
+    result = client().render_blocking(job, BLOCKING_TIMEOUT)
+    assert isinstance(result, FaceImage)
+    image = face_image.ensure_face_image(name, result.size)
+    _write(image, result)
+    face_image.tag_shading_update(image)
+    _shown[name] = key
+    _status[name] = _done_text(result)
+    return True
+
+
+def compute_sefa_directions(ob: Object, layers: Sequence[int] | None = None) -> int | None:
+    """Ask the worker for the SeFa directions of ``ob``'s model over W+ rows ``layers``
+    (default: the active slider's rows); ``status_text`` reports how many there are."""
+    if layers is None:
+        sliders = ob.face_rig.sefa_sliders
+        index = ob.face_rig.sefa_active_index
+        slider = sliders[index] if 0 <= index < len(sliders) else None
+        layers = range(slider.layer_start, slider.layer_end + 1) if slider else (0,)
+    name = face_name(ob)
+    try:
+        ident = client().request_directions(job_for(ob), tuple(layers))
+    except (LiveError, WorkerError) as exc:
+        _status[name] = str(exc)
+        return None
+    _requests[ident] = (name, "")
+    _status[name] = "computing SeFa directions"
+    _ensure_timer()
+    return ident
+
+
+def sefa_directions(ob: Object) -> tuple[tuple[int, ...], int] | None:
+    """(W+ rows, number of directions) of the last directions reply for ``ob``."""
+    return _directions.get(face_name(ob))
+
+
+# ------------------------------------------------------------------ the timer
+
+
+def poll_once() -> float | None:
+    """Write the images that arrived into their faces, within POLL_BUDGET seconds of main
+    thread time; returns the delay until the next call (the ``bpy.app.timers`` contract)."""
+    start = time.perf_counter()
+    handled = 0
+    if _client is not None:
+        for result in _client.poll():
+            handled += 1
+            if isinstance(result, FaceImage):
+                _arrived[result.target] = result
+            else:
+                _note_event(result)
+    written = 0
+    for name in list(_arrived) if not _rendering else ():  # a render owns the faces now
+        if written and time.perf_counter() - start > POLL_BUDGET:
+            break  # the rest waits for the next call
+        result = _arrived.pop(name)
+        image = bpy.data.images.get(name)
+        if image is None:
+            continue
+        _write(image, result)
+        written += 1
+        if result.final:
+            _shown[name] = _requests.get(result.request_id, (name, ""))[1]
+            _forget_requests(name, result.request_id)
+            _status[name] = _done_text(result)
+        else:
+            _shown[name] = ""
+            _status[name] = f"preview {result.block} px"
+    if written:
+        _redraw()
+    if handled or written:
+        POLL_SECONDS.append(time.perf_counter() - start)
+    return POLL_BUSY if (_arrived or _requests) else POLL_IDLE
+
+
+def _forget_requests(name: str, newest: int) -> None:
+    """Requests for face ``name`` up to ``newest`` are done: the client hands over only the
+    newest image of a face, so older ones may never be reported."""
+    for ident in [i for i, (face, _key) in _requests.items() if face == name and i <= newest]:
+        del _requests[ident]
+
+
+def _write(image: bpy.types.Image, result: FaceImage) -> None:
+    start = time.perf_counter()
+    face_image.write_pixels(image, result.pixels, result.size)
+    UPLOAD_SECONDS.append((result.size, time.perf_counter() - start))
+
+
+def _note_event(event: WorkerEvent) -> None:
+    name = event.target
+    if event.request_id is not None:
+        name = _requests.pop(event.request_id, (name, ""))[0]
+    if event.kind == "error":
+        _status[name] = f"error: {event.message}"
+    elif event.kind == "crashed":
+        lost = [i for i in _requests if i <= int(event.data.get("last_request", 0))]
+        for face in set(_status) | {_requests[i][0] for i in lost}:
+            _status[face] = event.message
+        for ident in lost:
+            del _requests[ident]
+    elif event.kind == "directions":
+        layers = tuple(int(r) for r in event.data.get("layers", ()))
+        _directions[name] = (layers, int(event.data.get("count", 0)))
+
+
+def _done_text(result: FaceImage) -> str:
+    text = f"{result.size} px in {result.seconds:.2f} s"
+    return text + " (UNTRAINED WEIGHTS)" if result.untrained else text
+
+
+def _ensure_timer() -> None:
+    if not bpy.app.timers.is_registered(poll_once):
+        bpy.app.timers.register(poll_once, first_interval=0.0, persistent=True)
+
+
+def _redraw() -> None:
+    window_manager = bpy.context.window_manager
+    for window in window_manager.windows if window_manager is not None else ():
+        for area in window.screen.areas:
+            if area.type in {"VIEW_3D", "IMAGE_EDITOR"}:
+                area.tag_redraw()
+
+
+def poll_statistics() -> dict[str, float]:
+    """p95 and max main-thread milliseconds per poll that handled results, and the mean
+    pixel-upload milliseconds per image size (``nfr bench``)."""
+    stats: dict[str, float] = {}
+    if POLL_SECONDS:
+        ms = np.array(POLL_SECONDS) * 1e3
+        stats.update(poll_p95_ms=float(np.percentile(ms, 95)), poll_max_ms=float(ms.max()),
+                     polls=float(len(ms)))
+    for size in sorted({s for s, _ in UPLOAD_SECONDS}):
+        times = [t for s, t in UPLOAD_SECONDS if s == size]
+        stats[f"upload_{size}_ms"] = float(np.mean(times) * 1e3)
+    return stats
+
+
+# ------------------------------------------------------------------ status
+
+
+def status_text(ob: Object) -> str:
+    """One line for the Model panel: the model problem, the bake, or the last update."""
+    if is_baked(ob):
+        node = portrait.face_node(ob)
+        return f"Baked sequence {node.image.filepath}: live preview off"
+    face_rig = ob.face_rig
+    prefs = addon_preferences(bpy.context)
+    for status in model_files.model_status(prefs, face_rig.backend, face_rig.model_path):
+        if status.required and not status.ok:
+            return status.problem or "model file missing"
+    if _client is None:
+        return "Worker not started: change a value to start it"
+    if not _client.is_running() and _client.crashes:
+        return _client.status
+    text = f"Worker {_client.status}"
+    last = _status.get(face_name(ob))
+    if last:
+        text += f"; {last}"
+    directions = _directions.get(face_name(ob))
+    if directions:
+        rows, count = directions
+        text += f"; SeFa: {count} directions for W+ rows {rows[0]}-{rows[-1]}"
+    return text
+
+
+# ------------------------------------------------------------------ handlers
+
+
+def on_rig_changed(ob: Object) -> None:
+    """RIG_CHANGE_LISTENERS entry: a property of ``ob``'s rig changed."""
+    request_update(ob)
+
+
+@persistent
+def on_frame_change(scene: Scene, depsgraph: Depsgraph | None = None) -> None:
+    """Every face follows the frame: synchronously in renders and background mode."""
+    if _paused:
+        return
+    rigs = [ob for ob in scene.objects if is_live(ob)]
+    if not rigs:
+        return
+    synchronous = bpy.app.background or (depsgraph is not None and depsgraph.mode == "RENDER")
+    for ob in rigs:
+        if not synchronous:
+            request_update(ob, depsgraph)
+            continue
+        try:
+            render_now(ob, depsgraph)
+        except Exception as exc:  # never raise into Blender's frame change
+            if not isinstance(exc, (LiveError, WorkerError)):
+                traceback.print_exc()
+            _show_failure(ob, f"frame {scene.frame_current}: {exc}")
+
+
+def _show_failure(ob: Object, message: str) -> None:
+    """A face that could not be rendered turns magenta (a stale face would pass unnoticed
+    on a farm) and the console and the panel say why."""
+    name = face_name(ob)
+    _status[name] = message
+    _shown.pop(name, None)
+    print(f"Neural Face Rig: {ob.name}: {message}", flush=True)
+    image = bpy.data.images.get(name)
+    if image is not None:
+        colour = np.tile(np.asarray(ERROR_COLOUR, np.float32), image.size[0] * image.size[1])
+        face_image.write_pixels(image, colour, image.size[0])
+        face_image.tag_shading_update(image)
+
+
+@persistent
+def on_render_init(*_args: object) -> None:
+    global _rendering
+    _rendering = True
+
+
+@persistent
+def on_render_end(*_args: object) -> None:
+    global _rendering
+    _rendering = False
+
+
+@persistent
+def on_load_post(*_args: object) -> None:
+    """A file was opened: forget what the images showed and relink each card to its face
+    image (saved files carry the pixels packed; a missing image is made again)."""
+    _arrived.clear()
+    _shown.clear()
+    _requests.clear()
+    _status.clear()
+    for ob in bpy.data.objects:
+        if not properties.is_face_rig(ob) or not face_name(ob):
+            continue
+        missing = face_name(ob) not in bpy.data.images
+        image = face_image.ensure_face_image(face_name(ob), DEFAULT_IMAGE_SIZE)
+        node = portrait.face_node(ob)
+        if node is not None and node.image is None:
+            node.image = image
+        if missing and not bpy.app.background:
+            request_update(ob)
+
+
+@persistent
+def on_save_pre(*_args: object) -> None:
+    """Pack every live face image, so the saved file shows the faces without a worker."""
+    for ob in bpy.data.objects:
+        if properties.is_face_rig(ob) and face_name(ob) in bpy.data.images:
+            face_image.pack_for_save(bpy.data.images[face_name(ob)])
+
+
+HANDLERS = (
+    (bpy.app.handlers.frame_change_post, on_frame_change),
+    (bpy.app.handlers.render_init, on_render_init),
+    (bpy.app.handlers.render_complete, on_render_end),
+    (bpy.app.handlers.render_cancel, on_render_end),
+    (bpy.app.handlers.load_post, on_load_post),
+    (bpy.app.handlers.save_pre, on_save_pre),
+)
+
+
+def register() -> None:
+    properties.RIG_CHANGE_LISTENERS.append(on_rig_changed)
+    for handlers, handler in HANDLERS:
+        handlers.append(handler)
+    atexit.register(stop_worker)
+
+
+def unregister() -> None:
+    atexit.unregister(stop_worker)
+    for handlers, handler in reversed(HANDLERS):
+        if handler in handlers:
+            handlers.remove(handler)
+    if on_rig_changed in properties.RIG_CHANGE_LISTENERS:
+        properties.RIG_CHANGE_LISTENERS.remove(on_rig_changed)
+    if bpy.app.timers.is_registered(poll_once):
+        bpy.app.timers.unregister(poll_once)
+    stop_worker()
+    for state in (_requests, _arrived, _shown, _status, _directions):
+        state.clear()

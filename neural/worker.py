@@ -1,0 +1,474 @@
+"""The inference worker: a process that owns torch and the models, driven by the add-on.
+
+``python -m neural_face_rig.neural.worker [--device auto|cpu|cuda] [--threads N]``
+
+Protocol (neural/worker_protocol.py): JSON lines on stdin (commands) and on the process's
+original stdout (replies); pixels through ``multiprocessing.shared_memory`` slots. Anything a
+library prints goes to stderr, so it cannot corrupt the protocol stream.
+
+- Backends are loaded by (backend name, model file, device) through ``BACKEND_LOADERS`` and
+  kept loaded (the two most recent), so a slider move only pays for synthesis, and the
+  engine's cache resumes at the first block whose W+ rows changed.
+- Latest wins per target: a reader thread files every command as it arrives; a render for a
+  target replaces the target's queued render and cancels its running one between synthesis
+  blocks (the engine's cancel callable).
+- The worker quits on a ``quit`` message or when stdin closes (the parent died): it never
+  outlives Blender. A watchdog ends it if a non-cancellable step (a model load) is running.
+- Output per request is deterministic: fp32, the checkpoint's constant noise, cuDNN
+  deterministic (``configure_inference_process``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from ..rig.errors import RigError
+from . import worker_protocol as wp
+from .backends import Backend, StyleGAN2Backend
+from .checkpoints import load_generator
+from .engine import SynthesisCancelled, configure_inference_process
+from .errors import NeuralError
+from .worker_images import as_rgb, is_untrained, resize, stamp_text, to_blender_rgba, write_png16
+
+SLOTS_PER_SIZE = 3
+MODELS_KEPT = 2
+QUIT_GRACE_SECONDS = 10.0
+AVERAGE_W_NAMES = ("{stem}-average_w_id.txt", "{stem}_average_w_id.txt", "average_w_id.txt")
+
+BackendLoader = Callable[[str, str, Mapping[str, str]], Backend]
+"""(model file, torch device, other files by role) -> a ready backend."""
+
+BACKEND_LOADERS: dict[str, BackendLoader] = {}
+"""Backend name (``RigState.backend``) -> loader. Backends plug in with ``register_loader``."""
+
+
+def register_loader(name: str) -> Callable[[BackendLoader], BackendLoader]:
+    def register(loader: BackendLoader) -> BackendLoader:
+        BACKEND_LOADERS[name] = loader
+        return loader
+
+    return register
+
+
+@register_loader(StyleGAN2Backend.name)
+def load_stylegan2(model_path: str, device: str, files: Mapping[str, str]) -> Backend:
+    """Any StyleGAN2 checkpoint ``load_generator`` reads; SeFa directions on demand."""
+    return StyleGAN2Backend.from_loaded(load_generator(model_path), device)
+
+
+@register_loader("discofacegan")
+def load_discofacegan(model_path: str, device: str, files: Mapping[str, str]) -> Backend:
+    """DiscoFaceGAN's TF .pkl or converted .safetensors, plus its identity-average W:
+    ``files["average_w_id"]`` or an ``average_w_id.txt`` beside the model (none: psi 1 only)."""
+    from .discofacegan.adapter import load_average_w_id
+    from .discofacegan.backend import DiscoFaceGANBackend
+    from .discofacegan.tf_reader import load_dfg_generator
+
+    loaded = load_dfg_generator(model_path)
+    average = files.get("average_w_id") or _average_w_beside(model_path)
+    w_avg_id = load_average_w_id(average, loaded.config) if average else None
+    return DiscoFaceGANBackend.from_dfg(loaded, w_avg_id, device)
+
+
+@register_loader("stylerig")
+def load_stylerig(model_path: str, device: str, files: Mapping[str, str]) -> Backend:
+    """A StyleGAN2 checkpoint plus the StyleRig file (DFR + RigNet) trained for it:
+    ``files["stylerig"]`` or found by the generator's sha256 (see neural/stylerig/backend.py)."""
+    from .stylerig.backend import load_backend
+
+    return load_backend(model_path, device, files)
+
+
+def _average_w_beside(model_path: str) -> str:
+    path = Path(model_path)
+    for pattern in AVERAGE_W_NAMES:
+        candidate = path.with_name(pattern.format(stem=path.stem))
+        if candidate.is_file():
+            return str(candidate)
+    return ""
+
+
+class RequestError(NeuralError):
+    """A request cannot be served (unknown backend, unavailable device, ...)."""
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; explicit devices are checked."""
+    wp.check_device(device)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RequestError(
+            f"device {device!r}: this Python's torch has no CUDA device "
+            f"(torch {torch.__version__}); choose 'cpu' or 'auto'"
+        )
+    return device
+
+
+# ------------------------------------------------------------------ models
+
+
+@dataclass
+class LoadedModel:
+    backend: Backend
+    untrained: bool
+    resolution: int  # full output resolution
+
+
+class ModelCache:
+    """The most recently used backends, keyed by everything that identifies their weights."""
+
+    def __init__(self, keep: int = MODELS_KEPT) -> None:
+        self._keep = keep
+        self._models: OrderedDict[tuple[Any, ...], LoadedModel] = OrderedDict()
+
+    def get(self, job: wp.RenderJob, device: str) -> LoadedModel:
+        backend_name = job.state.backend
+        loader = BACKEND_LOADERS.get(backend_name)
+        if loader is None:
+            raise RequestError(
+                f"backend {backend_name!r} is not available in this worker; available: "
+                f"{', '.join(sorted(BACKEND_LOADERS))}"
+            )
+        path = Path(job.model_path)
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise RequestError(f"{path}: model file not found ({exc.strerror})") from None
+        key = (backend_name, str(path.resolve()), stat.st_mtime_ns, stat.st_size, device,
+               tuple(sorted(job.files.items())))
+        model = self._models.get(key)
+        if model is None:
+            backend = loader(str(path), device, job.files)
+            model = LoadedModel(backend, is_untrained(path), backend.engine.config.img_resolution)
+            self._models[key] = model
+            while len(self._models) > self._keep:
+                self._models.popitem(last=False)
+        self._models.move_to_end(key)
+        return model
+
+
+# ------------------------------------------------------------------ output
+
+
+class Channel:
+    """The reply stream: whole JSON lines, one writer at a time."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self.broken = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = wp.encode(message)
+        with self._lock:
+            if self.broken:
+                return
+            try:
+                self._stream.write(data)
+                self._stream.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                self.broken = True  # the parent is gone; the reader thread sees EOF too
+
+
+class SlotPool:
+    """Shared-memory image slots, ``per_size`` at most per image size. A slot is busy from
+    the moment the worker writes it until the parent releases it."""
+
+    def __init__(self, channel: Channel, per_size: int = SLOTS_PER_SIZE) -> None:
+        self._channel = channel
+        self._per_size = per_size
+        self._cond = threading.Condition()
+        self._free: dict[int, list[shared_memory.SharedMemory]] = {}
+        self._busy: dict[str, tuple[int, shared_memory.SharedMemory]] = {}
+
+    def acquire(self, size: int, give_up: Callable[[], bool]) -> shared_memory.SharedMemory | None:
+        """A free slot for ``size`` px images (created if below the limit), waiting for a
+        release otherwise; None if ``give_up()`` turns true while waiting."""
+        with self._cond:
+            self._close_free(other_than=size)
+            while True:
+                free = self._free.setdefault(size, [])
+                if free:
+                    slot = free.pop()
+                    break
+                if sum(1 for s, _ in self._busy.values() if s == size) < self._per_size:
+                    slot = shared_memory.SharedMemory(create=True, size=wp.image_nbytes(size))
+                    break
+                if give_up():
+                    return None
+                self._cond.wait(0.05)
+            self._busy[slot.name] = (size, slot)
+            return slot
+
+    def release(self, name: str) -> None:
+        with self._cond:
+            entry = self._busy.pop(name, None)
+            if entry is not None:
+                self._free.setdefault(entry[0], []).append(entry[1])
+                self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            slots = [s for free in self._free.values() for s in free]
+            slots += [slot for _, slot in self._busy.values()]
+            self._free.clear()
+            self._busy.clear()
+        for slot in slots:
+            _unlink(slot)
+
+    def _close_free(self, other_than: int) -> None:
+        """Free slots of other sizes are dropped (the resolution changed)."""
+        for size in [s for s in self._free if s != other_than]:
+            for slot in self._free.pop(size):
+                _unlink(slot)
+                self._channel.send({"type": wp.SLOT_CLOSED, "slot": slot.name})
+
+
+def _unlink(slot: shared_memory.SharedMemory) -> None:
+    slot.close()
+    try:
+        slot.unlink()
+    except FileNotFoundError:
+        pass
+
+
+# ------------------------------------------------------------------ the worker
+
+
+class Worker:
+    """Serves render and directions requests, one at a time, latest wins per target."""
+
+    def __init__(
+        self, channel: Channel, device: str = "auto", quit_grace: float | None = QUIT_GRACE_SECONDS
+    ) -> None:
+        """``quit_grace``: seconds after a quit request before the process is ended by force
+        (None: never; for running a worker inside another program)."""
+        self.channel = channel
+        self.quit_grace = quit_grace
+        self.default_device = resolve_device(device)
+        self.models = ModelCache()
+        self.slots = SlotPool(channel)
+        self._cond = threading.Condition()
+        self._pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._quit = False
+
+    # -------------------------------------------------------------- commands (reader thread)
+
+    def read_commands(self, stream: Iterable[bytes]) -> None:
+        """File every command line; end of input means the parent is gone."""
+        try:
+            for line in stream:
+                if line.strip():
+                    self.handle_line(line)
+                if self.quitting:
+                    return
+        finally:
+            self.request_quit()
+
+    def handle_line(self, line: bytes) -> None:
+        try:
+            message = wp.decode(line, wp.PARENT_MESSAGES)
+            kind = message["type"]
+            if kind == wp.RELEASE:
+                self.slots.release(str(message.get("slot")))
+            elif kind == wp.QUIT:
+                self.request_quit()
+            else:
+                self._enqueue(message)
+        except wp.ProtocolError as exc:
+            ident = _id_or_none(line)
+            self.channel.send({"type": wp.ERROR, "id": ident, "target": "", "message": str(exc)})
+
+    def _enqueue(self, message: dict[str, Any]) -> None:
+        ident = wp.request_id(message)
+        job = wp.job_from_json(message.get("job"))
+        if message["type"] == wp.RENDER:
+            key = f"render:{job.target}"
+        else:
+            key = f"directions:{ident}"  # never superseded
+        message = dict(message, job=job)
+        with self._cond:
+            replaced = self._pending.pop(key, None)
+            self._pending[key] = message
+            self._cond.notify_all()
+        if replaced is not None:
+            self._send_cancelled(replaced)
+
+    def request_quit(self) -> None:
+        with self._cond:
+            if self._quit:
+                return
+            self._quit = True
+            self._cond.notify_all()
+        if self.quit_grace is not None:
+            # A model load cannot be interrupted: do not let it keep an orphan alive.
+            watchdog = threading.Timer(self.quit_grace, os._exit, args=(0,))
+            watchdog.daemon = True
+            watchdog.start()
+
+    @property
+    def quitting(self) -> bool:
+        return self._quit
+
+    # -------------------------------------------------------------- main loop
+
+    def serve(self, commands: Iterable[bytes]) -> int:
+        reader = threading.Thread(
+            target=self.read_commands, args=(commands,), name="nfr-commands", daemon=True
+        )
+        reader.start()
+        self.channel.send({
+            "type": wp.READY, "pid": os.getpid(), "device": self.default_device,
+            "torch": torch.__version__, "cuda": torch.cuda.is_available(),
+            "threads": torch.get_num_threads(), "protocol": wp.PROTOCOL_VERSION,
+            "backends": sorted(BACKEND_LOADERS),
+        })
+        try:
+            while (item := self._next()) is not None:
+                key, message = item
+                self._serve_one(key, message)
+        finally:
+            self.slots.close()
+            self.channel.send({"type": wp.BYE})
+        return 0
+
+    def _next(self) -> tuple[str, dict[str, Any]] | None:
+        with self._cond:
+            while not self._pending and not self._quit:
+                self._cond.wait()
+            if self._quit:
+                for message in self._pending.values():
+                    self._send_cancelled(message)
+                self._pending.clear()
+                return None
+            return self._pending.popitem(last=False)
+
+    def _superseded(self, key: str) -> bool:
+        return self._quit or key in self._pending
+
+    def _serve_one(self, key: str, message: dict[str, Any]) -> None:
+        job: wp.RenderJob = message["job"]
+        ident = message["id"]
+        try:
+            device = self.default_device if job.device == "auto" else resolve_device(job.device)
+            model = self.models.get(job, device)
+            if message["type"] == wp.DIRECTIONS:
+                self._directions(ident, job, model, message)
+            else:
+                self._render(ident, key, job, model)
+        except SynthesisCancelled:
+            self._send_cancelled(message)
+        except (NeuralError, RigError) as exc:
+            self._send_error(ident, job, str(exc))
+        except Exception as exc:  # a bug must reach the user as a message, not kill the worker
+            traceback.print_exc(file=sys.stderr)
+            self._send_error(ident, job, f"{type(exc).__name__}: {exc}")
+
+    def _render(self, ident: int, key: str, job: wp.RenderJob, model: LoadedModel) -> None:
+        start = time.perf_counter()
+        # A preview size above the model's (256 px preview of a 128 px model) is its full size.
+        size = min(job.state.resolution or model.resolution, model.resolution)
+        state = dataclasses.replace(job.state, resolution=size)
+
+        def cancel() -> bool:
+            return self._superseded(key)
+
+        for block in model.backend.render_progressive(state, cancel):
+            final = block.res == size
+            if not final and (job.stream_from is None or block.res < job.stream_from):
+                continue
+            rgb = resize(as_rgb(block.image), size)
+            if model.untrained:
+                rgb = stamp_text(rgb)
+            if final and job.output_path:
+                write_png16(rgb, job.output_path)
+                self.channel.send({
+                    "type": wp.WRITTEN, "id": ident, "target": job.target,
+                    "path": job.output_path, "seconds": time.perf_counter() - start,
+                })
+                return
+            if job.output_path:
+                continue
+            slot = self.slots.acquire(size, cancel)
+            if slot is None:
+                raise SynthesisCancelled("superseded while waiting for a free image slot")
+            to_blender_rgba(rgb, size, out=wp.image_view(slot.buf, size))
+            self.channel.send({
+                "type": wp.IMAGE, "id": ident, "target": job.target, "block": block.res,
+                "size": size, "final": final, "slot": slot.name,
+                "model": model.backend.model_id, "untrained": model.untrained,
+                "seconds": time.perf_counter() - start,
+            })
+
+    def _directions(
+        self, ident: int, job: wp.RenderJob, model: LoadedModel, message: dict[str, Any]
+    ) -> None:
+        layers = message.get("layers")
+        if not isinstance(layers, list) or not all(
+            isinstance(r, int) and not isinstance(r, bool) for r in layers
+        ):
+            raise wp.ProtocolError(f"directions.layers: expected a list of integers, found "
+                                   f"{layers!r}")
+        backend = model.backend
+        if not isinstance(backend, StyleGAN2Backend):
+            raise RequestError(f"backend {job.state.backend!r} has no SeFa directions")
+        directions = backend.directions(tuple(layers))
+        self.channel.send({
+            "type": wp.DIRECTIONS, "id": ident, "target": job.target,
+            "count": int(directions.shape[0]), "layers": sorted(set(layers)),
+            "model": backend.model_id,
+        })
+
+    def _send_cancelled(self, message: dict[str, Any]) -> None:
+        job = message.get("job")
+        target = job.target if isinstance(job, wp.RenderJob) else ""
+        self.channel.send({"type": wp.CANCELLED, "id": message.get("id"), "target": target})
+
+    def _send_error(self, ident: int, job: wp.RenderJob, text: str) -> None:
+        self.channel.send({"type": wp.ERROR, "id": ident, "target": job.target, "message": text})
+
+
+def _id_or_none(line: bytes) -> int | None:
+    try:
+        return wp.request_id(wp.decode(line, wp.PARENT_MESSAGES))
+    except wp.ProtocolError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m neural_face_rig.neural.worker", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    args = parser.parse_args(argv)
+    # The protocol keeps the original stdout; everything printed from here on goes to stderr.
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    configure_inference_process(args.threads)
+    try:
+        worker = Worker(Channel(protocol), args.device)
+    except NeuralError as exc:
+        Channel(protocol).send({"type": wp.ERROR, "id": None, "target": "", "message": str(exc)})
+        return 2
+    return worker.serve(sys.stdin.buffer)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

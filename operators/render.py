@@ -1,0 +1,112 @@
+"""Operators: render the portrait (a still) or the animation with Blender's own renderer.
+
+The faces are rendered by the frame handler (live.on_frame_change) before each frame, so these
+only pick the output files and report where they went. Interactively Blender's render window
+opens (the UI stays responsive while the worker renders); in background mode the render runs
+here and a still is written atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import bpy
+from bpy.props import StringProperty
+from bpy.types import Context, Operator
+
+PORTRAIT_PATH = "//render/portrait.png"
+SEQUENCE_PATH = "//render/frames/frame_"
+
+
+def _check_scene(context: Context) -> str | None:
+    if context.scene.camera is None:
+        return "The scene has no camera: add a face rig (it adds the portrait camera)"
+    return None
+
+
+class NFR_OT_render_portrait(Operator):
+    """Render the current frame with the scene camera to a PNG file"""
+
+    bl_idname = "nfr.render_portrait"
+    bl_label = "Render Portrait"
+    bl_options = {"REGISTER"}
+
+    filepath: StringProperty(
+        name="File",
+        description="PNG file to write (// = next to the .blend file)",
+        default=PORTRAIT_PATH,
+        subtype="FILE_PATH",
+    )
+
+    def execute(self, context: Context) -> set[str]:
+        problem = _check_scene(context)
+        if problem:
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
+        scene = context.scene
+        path = bpy.path.abspath(self.filepath)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        settings = scene.render.image_settings
+        settings.file_format = "PNG"
+        size = f"{scene.render.resolution_x}x{scene.render.resolution_y}"
+        if not bpy.app.background:
+            scene.render.filepath = path
+            bpy.ops.render.render("INVOKE_DEFAULT", write_still=True)
+            self.report({"INFO"}, f"Rendering the portrait ({size}, {scene.render.engine}) to "
+                        f"{path}")
+            return {"FINISHED"}
+        previous = scene.render.filepath
+        temp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.png")
+        scene.render.filepath = temp
+        start = time.perf_counter()
+        try:
+            bpy.ops.render.render(write_still=True)
+            os.replace(temp, path)
+        finally:
+            scene.render.filepath = previous
+            if os.path.exists(temp):
+                os.remove(temp)
+        self.report({"INFO"}, f"Rendered the portrait to {path} ({size}, {scene.render.engine}, "
+                    f"{time.perf_counter() - start:.1f} s)")
+        return {"FINISHED"}
+
+
+class NFR_OT_render_sequence(Operator):
+    """Render the scene's frame range with the scene camera to numbered PNG files (sets the
+    scene's output path)"""
+
+    bl_idname = "nfr.render_sequence"
+    bl_label = "Render Sequence"
+    bl_options = {"REGISTER"}
+
+    filepath: StringProperty(
+        name="Output",
+        description="Output path prefix; Blender appends the frame number and .png",
+        default=SEQUENCE_PATH,
+        subtype="FILE_PATH",
+    )
+
+    def execute(self, context: Context) -> set[str]:
+        problem = _check_scene(context)
+        if problem:
+            self.report({"ERROR"}, problem)
+            return {"CANCELLED"}
+        scene = context.scene
+        path = bpy.path.abspath(self.filepath)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        scene.render.image_settings.file_format = "PNG"
+        scene.render.filepath = path
+        frames = f"frames {scene.frame_start}-{scene.frame_end}"
+        if not bpy.app.background:
+            bpy.ops.render.render("INVOKE_DEFAULT", animation=True)
+            self.report({"INFO"}, f"Rendering {frames} to {path}####.png")
+            return {"FINISHED"}
+        start = time.perf_counter()
+        bpy.ops.render.render(animation=True)
+        self.report({"INFO"}, f"Rendered {frames} to {path}####.png "
+                    f"({time.perf_counter() - start:.1f} s)")
+        return {"FINISHED"}
+
+
+CLASSES = (NFR_OT_render_portrait, NFR_OT_render_sequence)

@@ -1,0 +1,288 @@
+"""The live neural face on the real bpy module, with the built zip installed: Add Face Rig,
+the co-registered head, slider -> worker -> texture, keyframed faces (StyleGAN2 SeFa sliders
+and DiscoFaceGAN expression coefficients) equal to direct engine calls, save/reopen, a
+killed worker, and the bake to an image sequence.
+
+Timers never run in the bpy module, so the tests call ``live.poll_once`` themselves; the bpy
+module is background mode, so frame changes render synchronously (the farm path).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import bpy
+import numpy as np
+import pytest
+import torch
+from bpy_extras.object_utils import world_to_camera_view
+from fixtures.live_addon import (
+    MODULE,
+    TINY_STYLEGAN2,
+    addon_utils,
+    installed_extension,
+    pixels,
+    poll_until,
+    preferences,
+    write_discofacegan,
+    write_stylegan2,
+)
+from neural_face_rig.neural.backends import StyleGAN2Backend
+from neural_face_rig.neural.checkpoints import load_generator
+from neural_face_rig.neural.discofacegan.adapter import load_average_w_id
+from neural_face_rig.neural.discofacegan.backend import DiscoFaceGANBackend
+from neural_face_rig.neural.discofacegan.tf_reader import load_dfg_generator
+from neural_face_rig.neural.worker_images import to_blender_rgba, to_srgb_uint
+from neural_face_rig.rig.camera import CAMERA_256
+from neural_face_rig.rig.face_model import write_face_model_mat
+from neural_face_rig.rig.geometry import TorchFaceModel, evaluate_rig
+from neural_face_rig.rig.params import RigParams
+from neural_face_rig.rig.synthetic import make_synthetic_face_model
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def addon(tmp_path_factory: pytest.TempPathFactory):
+    models = tmp_path_factory.mktemp("models")
+    face_model = make_synthetic_face_model("tiny", seed=3)
+    face_model_path = models / "BFM_model_front.mat"
+    write_face_model_mat(face_model, face_model_path)
+    with installed_extension(tmp_path_factory.mktemp("dist")) as module:
+        prefs = preferences()
+        paths = SimpleNamespace(stylegan2=write_stylegan2(models),
+                                dfg=write_discofacegan(models))
+        prefs.stylegan2_generator_path = str(paths.stylegan2)
+        prefs.dfg_generator_path = str(paths.dfg)
+        prefs.face_model_path = str(face_model_path)
+        prefs.device = "CPU"
+        yield SimpleNamespace(live=module("live"), rig_props=module("rig_props"),
+                              face_model=face_model, paths=paths)
+
+
+def add_rig(addon, backend: str = "stylegan2") -> bpy.types.Object:
+    """A fresh file with one rig, its first live face shown."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert bpy.ops.nfr.add_rig(backend=backend) == {"FINISHED"}
+    card = bpy.context.object
+    card.face_rig.preview_resolution = "32"
+    card.face_rig.psi = 1.0 if backend == "stylegan2" else 0.7
+    image = bpy.data.images[card.face_rig.image_name]
+    poll_until(addon.live, lambda: addon.live._shown.get(image.name) and not addon.live._requests)
+    return card
+
+
+def direct_pixels(addon, card, *, depsgraph=None, final: bool = False) -> np.ndarray:
+    """What the engine renders for the rig's state, in this process, as Blender pixels."""
+    return to_blender_rgba(direct_render(addon, card, depsgraph=depsgraph, final=final))
+
+
+def direct_render(addon, card, *, depsgraph=None, final: bool = False) -> torch.Tensor:
+    state = addon.rig_props.rig_state(card, depsgraph=depsgraph, final=final)
+    if state.backend == "stylegan2":
+        backend = StyleGAN2Backend.from_loaded(load_generator(addon.paths.stylegan2))
+    else:
+        loaded = load_dfg_generator(addon.paths.dfg)
+        average = load_average_w_id(addon.paths.dfg.with_name("average_w_id.txt"), loaded.config)
+        backend = DiscoFaceGANBackend.from_dfg(loaded, average)
+    return backend.render(state)
+
+
+def face(card) -> bpy.types.Image:
+    return bpy.data.images[card.face_rig.image_name]
+
+
+def test_add_rig_builds_a_card_that_fills_the_portrait_camera(addon) -> None:
+    card = add_rig(addon)
+    scene = bpy.context.scene
+    assert card.face_rig.is_rig and card.face_rig.backend == "stylegan2"
+    image = face(card)
+    assert image.is_float and image.colorspace_settings.name == "Linear Rec.709"
+    assert tuple(image.size) == (32, 32)  # the model's full size
+    nodes = card.active_material.node_tree.nodes
+    assert nodes["NFR Face"].image == image and nodes["NFR Face"].interpolation == "Closest"
+    emission = next(n for n in nodes if n.type == "EMISSION")
+    assert emission.inputs["Strength"].default_value == 1.0
+    camera = scene.camera
+    assert camera.parent == card
+    assert camera.data.lens == pytest.approx(CAMERA_256.focal / CAMERA_256.size * 36.0)
+    assert scene.view_settings.view_transform == "Standard"
+    assert (scene.render.resolution_x, scene.render.resolution_y) == (32, 32)
+    corners = [card.matrix_world @ v.co for v in card.data.vertices]
+    frame = [tuple(world_to_camera_view(scene, camera, corner))[:2] for corner in corners]
+    assert np.allclose(frame, [(0, 0), (1, 0), (1, 1), (0, 1)], atol=1e-5)
+    head = bpy.data.objects[f"{card.name} Head"]
+    assert head.parent == card and head.hide_render and head.display_type == "WIRE"
+
+
+def test_head_projects_where_the_generator_camera_puts_the_face(addon) -> None:
+    """Co-registration: the head seen through the portrait camera lands on the rig's own
+    CAMERA_256 projection (DiscoFaceGAN's crop) for the same shape and rotation."""
+    card = add_rig(addon)
+    params = RigParams.neutral()
+    params.identity[1], params.expression[3] = -1.0, 1.5
+    params.rotation[:] = (0.1, 0.3, -0.05)
+    addon.rig_props.set_rig_params(card, params)
+    scene = bpy.context.scene
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    depsgraph.update()
+    head = bpy.data.objects[f"{card.name} Head"].evaluated_get(depsgraph)
+    mesh = head.to_mesh()
+    seen = np.array([tuple(world_to_camera_view(scene, scene.camera, head.matrix_world @ v.co))
+                     for v in mesh.vertices])[:, :2]
+    head.to_mesh_clear()
+
+    rig = torch.from_numpy(params.to_vector())[None]
+    screen = evaluate_rig(TorchFaceModel.from_face_model(addon.face_model), rig, CAMERA_256)
+    expected = screen.screen[0, :, :2].numpy() / CAMERA_256.size
+    assert np.abs(seen - expected).max() < 1e-4
+
+
+def test_a_slider_change_reaches_the_texture_through_the_worker(addon) -> None:
+    card = add_rig(addon)
+    image = face(card)
+    before = pixels(image)
+    assert np.array_equal(before, direct_pixels(addon, card))
+    card.face_rig.seed = 11  # the update callback sends the request
+    poll_until(addon.live, lambda: not np.array_equal(pixels(image), before)
+               and not addon.live._requests)
+    assert np.array_equal(pixels(image), direct_pixels(addon, card))
+    assert addon.live.POLL_SECONDS and "32 px in" in addon.live.status_text(card)
+
+
+def test_frame_5_shows_the_face_of_the_interpolated_sefa_value(addon) -> None:
+    card = add_rig(addon)
+    slider = addon.rig_props.add_sefa_slider(card, direction=1, layer_start=0, layer_end=3)
+    for frame, value in ((1, 0.0), (10, 4.0)):
+        slider.value = value
+        card.keyframe_insert("face_rig.sefa_sliders[0].value", frame=frame)
+    scene = bpy.context.scene
+    scene.frame_set(1)
+    at_1 = pixels(face(card))
+    scene.frame_set(5)  # background mode: rendered synchronously by the frame handler
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    value = addon.rig_props.rig_state(card, depsgraph=depsgraph).sefa[0].value
+    assert 0.0 < value < 4.0
+    at_5 = pixels(face(card))
+    assert not np.array_equal(at_5, at_1)
+    assert np.array_equal(at_5, direct_pixels(addon, card, depsgraph=depsgraph, final=True))
+
+
+def test_discofacegan_expression_keyframes_drive_the_face(addon) -> None:
+    card = add_rig(addon, "discofacegan")
+    for frame, value in ((1, -2.0), (10, 2.0)):
+        card.face_rig.expression.c000 = value
+        card.keyframe_insert("face_rig.expression.c000", frame=frame)
+    scene = bpy.context.scene
+    scene.frame_set(1)
+    at_1 = pixels(face(card))
+    scene.frame_set(5)
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    assert -2.0 < card.evaluated_get(depsgraph).face_rig.expression.c000 < 2.0
+    at_5 = pixels(face(card))
+    assert not np.array_equal(at_5, at_1)
+    assert np.array_equal(at_5, direct_pixels(addon, card, depsgraph=depsgraph, final=True))
+
+
+def test_save_and_reopen_keeps_the_face(addon, tmp_path: Path) -> None:
+    card = add_rig(addon)
+    card.face_rig.seed = 3
+    poll_until(addon.live, lambda: not addon.live._requests and addon.live._shown[face(card).name])
+    shown = pixels(face(card))
+    path = tmp_path / "rig.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.read_homefile(use_empty=True)
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    card = bpy.data.objects["FaceRig"]
+    assert card.face_rig.seed == 3 and card.face_rig.is_rig
+    image = face(card)
+    assert card.active_material.node_tree.nodes["NFR Face"].image == image
+    assert np.array_equal(pixels(image), shown)  # packed as float EXR: bit for bit
+
+
+def test_a_killed_worker_is_reported_and_replaced(addon) -> None:
+    live = addon.live
+    card = add_rig(addon)
+    first = live._client.pid
+    os.kill(first, signal.SIGKILL)
+    poll_until(live, lambda: "stopped unexpectedly" in live.status_text(card))
+    before = pixels(face(card))
+    card.face_rig.seed = 21  # the next update starts a new worker
+    poll_until(live, lambda: not np.array_equal(pixels(face(card)), before)
+               and not live._requests)
+    assert live._client.pid not in (None, first) and live._client.crashes == 1
+    assert np.array_equal(pixels(face(card)), direct_pixels(addon, card))
+
+
+def test_bake_writes_a_sequence_that_the_card_shows_without_a_worker(
+    addon, tmp_path: Path
+) -> None:
+    live = addon.live
+    card = add_rig(addon)
+    slider = addon.rig_props.add_sefa_slider(card, direction=0, layer_start=0, layer_end=5)
+    for frame, value in ((1, -3.0), (3, 3.0)):
+        slider.value = value
+        card.keyframe_insert("face_rig.sefa_sliders[0].value", frame=frame)
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 1, 3
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "bake.blend"))
+    assert bpy.ops.nfr.bake_face() == {"FINISHED"}
+
+    files = sorted((tmp_path / "face_bake" / "FaceRig").iterdir())
+    assert [f.name for f in files] == ["face_0001.png", "face_0002.png", "face_0003.png"]
+    scene.frame_set(2)
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    with Image.open(files[1]) as png:
+        baked = np.asarray(png.convert("RGB"))  # PIL reads 16-bit RGB as 8 bits
+    expected = to_srgb_uint(direct_render(addon, card, depsgraph=depsgraph, final=True), 8)
+    assert np.abs(baked.astype(int) - expected).max() <= 1
+    node = card.active_material.node_tree.nodes["NFR Face"]
+    assert node.image.source == "SEQUENCE" and live.is_baked(card)
+    assert node.image.filepath == "//face_bake/FaceRig/face_0001.png"
+    assert "Baked sequence" in live.status_text(card)
+
+    live.stop_worker()
+    scene.frame_set(3)  # baked: the frame handler needs no worker
+    assert live._client is None
+    assert bpy.ops.nfr.use_live_face() == {"FINISHED"}
+    assert node.image == face(card) and not live.is_baked(card)
+
+
+
+
+def test_a_frame_whose_face_fails_turns_magenta(addon, tmp_path: Path) -> None:
+    """Background mode (farms): a worker error must not leave the last frame's face."""
+    live = addon.live
+    card = add_rig(addon)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a model")
+    with live.paused():
+        card.face_rig.model_path = str(broken)
+    bpy.context.scene.frame_set(2)
+    image = pixels(face(card)).reshape(-1, 4)
+    assert np.array_equal(np.unique(image, axis=0), [[1.0, 0.0, 1.0, 1.0]])
+    assert "frame 2" in live._status[face(card).name]
+    assert "broken.safetensors" in live._status[face(card).name]
+
+def test_sefa_directions_are_computed_by_the_worker(addon) -> None:
+    live = addon.live
+    card = add_rig(addon)
+    addon.rig_props.add_sefa_slider(card, direction=0, layer_start=2, layer_end=4)
+    assert live.compute_sefa_directions(card) is not None
+    poll_until(live, lambda: live.sefa_directions(card) is not None)
+    assert live.sefa_directions(card) == ((2, 3, 4), TINY_STYLEGAN2.w_dim)
+    assert "16 directions" in live.status_text(card)
+
+
+def test_disabling_the_extension_stops_the_worker(addon) -> None:
+    """Runs last: the module fixture's teardown finds the extension already disabled."""
+    card = add_rig(addon)
+    assert card.face_rig.is_rig
+    worker = addon.live._client._proc
+    assert worker.poll() is None
+    addon_utils.disable(MODULE, default_set=True)
+    assert worker.poll() is not None  # stopped (and reaped) by unregister, not orphaned
+    assert not bpy.app.timers.is_registered(addon.live.poll_once)
+    assert addon.live.on_frame_change not in bpy.app.handlers.frame_change_post

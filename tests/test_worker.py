@@ -1,0 +1,432 @@
+"""The inference worker and its client: protocol, progressive streaming, latest-wins
+cancellation, error replies, images, determinism across processes and clean shutdown.
+
+Most tests run the worker in a thread of this process (fast, deterministic: a gated backend
+holds synthesis between blocks); the process tests start the real ``python -m`` worker."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from multiprocessing import shared_memory
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from neural_face_rig.bridge import WorkerClient, WorkerError
+from neural_face_rig.neural import worker as worker_mod
+from neural_face_rig.neural import worker_protocol as wp
+from neural_face_rig.neural.backends import RigState, SefaSlider, StyleGAN2Backend
+from neural_face_rig.neural.checkpoints import LoadedGenerator, load_generator, save_project
+from neural_face_rig.neural.stylegan2.config import StyleGAN2Config
+from neural_face_rig.neural.stylegan2.generator import random_state_dict
+from neural_face_rig.neural.worker_images import (
+    encode_png,
+    srgb_to_linear,
+    stamp_text,
+    text_mask,
+    to_blender_rgba,
+    to_srgb_uint,
+)
+from PIL import Image
+
+CFG = StyleGAN2Config(
+    z_dim=8, w_dim=16, img_resolution=32, mapping_layers=2, channel_base=512, channel_max=16
+)
+TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_project(LoadedGenerator(CFG, random_state_dict(CFG, seed=5), "nfr", "ab" * 32), path)
+    return path
+
+
+def direct_render(model: Path, state: RigState) -> torch.Tensor:
+    backend = StyleGAN2Backend.from_loaded(load_generator(model))
+    return backend.render(state)
+
+
+# ------------------------------------------------------------------ in-process worker
+
+
+class GatedBackend(StyleGAN2Backend):
+    """Pauses after the first block of seed-1 renders until the test opens the gate."""
+
+    name = "gated"
+    paused = threading.Event()
+    gate = threading.Event()
+
+    def render_progressive(self, state, cancel=None):
+        for index, block in enumerate(super().render_progressive(state, cancel)):
+            yield block
+            if state.seed == 1 and index == 0:
+                self.paused.set()
+                self.gate.wait(TIMEOUT)
+
+
+class Replies(io.RawIOBase):
+    """The worker's reply stream: parsed messages into a queue; image slots are copied and
+    released at once, like the client does."""
+
+    def __init__(self) -> None:
+        self.messages: queue.Queue[dict] = queue.Queue()
+        self.worker: worker_mod.Worker | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        message = json.loads(bytes(data))
+        if message["type"] == wp.IMAGE:
+            slot = shared_memory.SharedMemory(name=message["slot"])
+            message["pixels"] = wp.image_view(slot.buf, message["size"]).copy()
+            slot.close()
+            assert self.worker is not None
+            self.worker.slots.release(message["slot"])
+        self.messages.put(message)
+        return len(data)
+
+    def next(self, kind: str | None = None) -> dict:
+        while True:
+            message = self.messages.get(timeout=TIMEOUT)
+            if kind is None or message["type"] == kind:
+                return message
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch):
+    """(send(message), replies): a Worker serving in a thread of this process."""
+    monkeypatch.setitem(
+        worker_mod.BACKEND_LOADERS,
+        "gated",
+        lambda path, device, files: GatedBackend.from_loaded(load_generator(path), device),
+    )
+    GatedBackend.paused.clear()
+    GatedBackend.gate.clear()
+    replies = Replies()
+    worker = worker_mod.Worker(worker_mod.Channel(replies), "cpu", quit_grace=None)
+    replies.worker = worker
+    commands: queue.Queue[bytes | None] = queue.Queue()
+    thread = threading.Thread(target=worker.serve, args=(iter(commands.get, None),))
+    thread.start()
+    assert replies.next()["type"] == wp.READY
+
+    def send(message: dict | bytes) -> None:
+        commands.put(message if isinstance(message, bytes) else wp.encode(message))
+
+    yield send, replies
+    GatedBackend.gate.set()
+    commands.put(None)  # end of input: the parent is gone
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+
+
+def render(ident: int, model: Path, state: RigState, **job) -> dict:
+    return wp.render_message(ident, wp.RenderJob(state, str(model), **job))
+
+
+def test_progressive_images_stream_in_block_order_and_end_with_the_exact_final(
+    served, model: Path
+) -> None:
+    send, replies = served
+    state = RigState(seed=7)
+    send(render(1, model, state, target="face", stream_from=8))
+    images = [replies.next(wp.IMAGE) for _ in range(3)]
+    assert [m["block"] for m in images] == [8, 16, 32]
+    assert [m["final"] for m in images] == [False, False, True]
+    assert {(m["id"], m["target"], m["size"]) for m in images} == {(1, "face", 32)}
+    expected = to_blender_rgba(direct_render(model, state))
+    assert np.array_equal(images[-1]["pixels"], expected)
+    # Previews are the earlier blocks resized, not the final image early.
+    assert not np.array_equal(images[0]["pixels"], expected)
+
+
+def test_a_newer_request_for_a_target_cancels_the_running_one_between_blocks(
+    served, model: Path
+) -> None:
+    send, replies = served
+    send(render(1, model, RigState(backend="gated", seed=1), target="face", stream_from=4))
+    first = replies.next()
+    assert (first["type"], first["id"], first["block"]) == (wp.IMAGE, 1, 4)
+    assert GatedBackend.paused.wait(TIMEOUT)
+    # Another target is queued, not cancelled; the same target supersedes request 1.
+    send(render(2, model, RigState(backend="gated", seed=2), target="other"))
+    send(render(3, model, RigState(backend="gated", seed=3), target="face"))
+    time.sleep(0.2)  # let the reader thread file both before the gate opens
+    GatedBackend.gate.set()
+    seen = [replies.next() for _ in range(3)]
+    assert [(m["type"], m["id"]) for m in seen] == [
+        (wp.CANCELLED, 1), (wp.IMAGE, 2), (wp.IMAGE, 3)
+    ]
+    assert all(m["final"] for m in seen[1:])
+
+
+def test_a_queued_request_is_replaced_by_a_newer_one_for_the_same_target(
+    served, model: Path
+) -> None:
+    send, replies = served
+    send(render(1, model, RigState(backend="gated", seed=1), target="busy", stream_from=4))
+    assert GatedBackend.paused.wait(TIMEOUT)
+    send(render(2, model, RigState(seed=2), target="face"))
+    send(render(3, model, RigState(seed=3), target="face"))
+    cancelled = replies.next(wp.CANCELLED)
+    assert cancelled["id"] == 2  # replaced while queued, never started
+    GatedBackend.gate.set()
+    finals: list[int] = []
+    while len(finals) < 2:
+        image = replies.next(wp.IMAGE)
+        if image["final"]:
+            finals.append(image["id"])
+    assert finals == [1, 3]
+
+
+def test_errors_are_reported_per_request_and_the_worker_keeps_serving(
+    served, model: Path, tmp_path: Path
+) -> None:
+    send, replies = served
+    send(render(1, tmp_path / "missing.safetensors", RigState(seed=1)))
+    error = replies.next(wp.ERROR)
+    assert error["id"] == 1 and "missing.safetensors" in error["message"]
+
+    send(render(2, model, RigState(backend="no_such_backend", seed=1)))
+    error = replies.next(wp.ERROR)
+    assert error["id"] == 2 and "'no_such_backend'" in error["message"]
+    assert "stylegan2" in error["message"]  # names what is available
+
+    send(render(3, model, RigState(seed=1, resolution=12)))
+    error = replies.next(wp.ERROR)
+    assert error["id"] == 3 and "12" in error["message"]
+
+    broken = render(4, model, RigState(seed=1))
+    broken["job"]["state"]["psi"] = "high"
+    send(broken)
+    error = replies.next(wp.ERROR)
+    assert error["id"] == 4 and "job.state.psi" in error["message"]
+
+    send(b"{not json\n")
+    error = replies.next(wp.ERROR)
+    assert error["id"] is None and "not JSON" in error["message"]
+
+    slider = SefaSlider(direction=99, value=1.0, layers=(0,))
+    send(render(5, model, RigState(seed=1, sefa=(slider,))))
+    error = replies.next(wp.ERROR)
+    assert error["id"] == 5 and "direction 99" in error["message"]
+
+    send(render(6, model, RigState(seed=1)))
+    image = replies.next(wp.IMAGE)
+    assert image["id"] == 6 and image["final"]
+
+
+def test_written_output_is_a_16_bit_png_of_the_generator_values(
+    served, model: Path, tmp_path: Path
+) -> None:
+    send, replies = served
+    state = RigState(seed=4)
+    out = tmp_path / "face_0001.png"
+    send(render(1, model, state, output_path=str(out), stream_from=4))
+    written = replies.next()
+    assert (written["type"], written["path"]) == (wp.WRITTEN, str(out))
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left
+    with Image.open(out) as png:
+        assert png.mode.startswith("I;16") or png.mode == "RGB"
+    expected = to_srgb_uint(direct_render(model, state), bits=16)
+    decoded = _read_png16_rgb(out)
+    assert np.array_equal(decoded, expected)
+
+
+def _read_png16_rgb(path: Path) -> np.ndarray:
+    """A 16-bit RGB PNG -> uint16 [H, W, 3] (PIL only reads such files as 8 bits)."""
+    import struct
+    import zlib
+
+    blob = path.read_bytes()
+    pos, idat, header = 8, b"", None
+    while pos < len(blob):
+        (length,) = struct.unpack(">I", blob[pos : pos + 4])
+        kind, body = blob[pos + 4 : pos + 8], blob[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    assert header is not None and header[2:4] == (16, 2)
+    width, height = header[:2]
+    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(height, 1 + width * 6)
+    assert not rows[:, 0].any()  # filter type 0 on every row
+    return rows[:, 1:].copy().view(">u2").reshape(height, width, 3).astype(np.uint16)
+
+
+def test_untrained_models_are_stamped(served, model: Path, tmp_path: Path) -> None:
+    send, replies = served
+    flagged = tmp_path / "untrained.safetensors"
+    flagged.write_bytes(model.read_bytes())
+    sidecar = json.loads(model.with_suffix(".json").read_text())
+    flagged.with_suffix(".json").write_text(json.dumps({**sidecar, "untrained": True}))
+    state = RigState(seed=2)
+    send(render(1, flagged, state))
+    image = replies.next(wp.IMAGE)
+    assert image["untrained"] is True
+    expected = to_blender_rgba(stamp_text(direct_render(model, state)[0]))
+    assert np.array_equal(image["pixels"], expected)
+    assert not np.array_equal(expected, to_blender_rgba(direct_render(model, state)))
+
+
+def test_directions_reply_counts_the_sefa_directions(served, model: Path) -> None:
+    send, replies = served
+    job = wp.RenderJob(RigState(seed=0), str(model), target="face")
+    send(wp.directions_message(9, job, (0, 1)))
+    reply = replies.next(wp.DIRECTIONS)
+    assert (reply["id"], reply["count"], reply["layers"]) == (9, CFG.w_dim, [0, 1])
+
+
+# ------------------------------------------------------------------ protocol and images
+
+
+def test_rig_state_survives_the_wire_bit_for_bit() -> None:
+    rng = np.random.default_rng(0)
+    state = RigState(
+        backend="discofacegan", model_id="f" * 64, rig=rng.normal(size=257).astype(np.float32),
+        seed=3, latent=rng.normal(size=(4, 16)).astype(np.float32), latent_space="w+",
+        psi=0.7, cutoff=8, sefa=(SefaSlider(2, -1.25, (0, 1, 2)),), resolution=64,
+        noise_mode="none", noise_seed=11, extras={"note": "x"},
+    )
+    job = wp.RenderJob(state, "/m.pkl", target="t", device="cuda:1", files={"a": "b"})
+    line = wp.encode(wp.render_message(5, job))
+    back = wp.job_from_json(wp.decode(line, wp.PARENT_MESSAGES)["job"])
+    assert back.key() == job.key()
+    assert np.array_equal(back.state.rig, state.rig) and back.state.rig.dtype == np.float32
+    assert np.array_equal(back.state.latent, state.latent)
+    assert back.state.sefa == state.sefa and back.device == "cuda:1"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("device", "tpu", "job.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        ("model_path", "", "job.model_path"),
+        ("stream_from", 1.5, "job.stream_from: expected an integer"),
+    ],
+)
+def test_bad_job_fields_are_named(field: str, value, expected: str) -> None:
+    data = wp.job_to_json(wp.RenderJob(RigState(seed=1), "/m.pkl"))
+    data[field] = value
+    with pytest.raises(wp.ProtocolError, match=expected.replace("(", r"\(")):
+        wp.job_from_json(data)
+
+
+def test_nan_cannot_be_sent() -> None:
+    state = RigState(rig=np.full(257, np.nan, np.float32))
+    with pytest.raises(wp.ProtocolError, match="NaN"):
+        wp.encode(wp.render_message(1, wp.RenderJob(state, "/m.pkl")))
+
+
+def test_blender_pixels_are_linear_rgba_bottom_row_first() -> None:
+    image = torch.full((1, 3, 2, 2), -1.0)
+    image[0, :, 0, 0] = 1.0  # top-left white
+    image[0, 0, 1, 1] = 0.0  # bottom-right: red channel sRGB 0.5
+    pixels = to_blender_rgba(image).reshape(2, 2, 4)
+    assert np.array_equal(pixels[1, 0], [1, 1, 1, 1])  # Blender's last row is the top
+    assert pixels[0, 1, 0] == pytest.approx(0.2140, abs=1e-4)  # sRGB 0.5 -> linear
+    assert np.array_equal(pixels[..., 3], np.ones((2, 2)))
+    assert float(srgb_to_linear(torch.tensor(0.04045))) == pytest.approx(0.04045 / 12.92)
+
+
+def test_png_encoder_round_trips_through_pil(tmp_path: Path) -> None:
+    pixels = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    path = tmp_path / "x.png"
+    path.write_bytes(encode_png(pixels))
+    with Image.open(path) as png:
+        assert np.array_equal(np.asarray(png), pixels)
+
+
+def test_stamp_writes_the_text_mask_in_white() -> None:
+    mask = text_mask("UNTRAINED WEIGHTS")
+    assert mask.shape == (7, 17 * 6 - 1)
+    stamped = stamp_text(torch.zeros(3, 256, 256))
+    assert int((stamped == 1.0).all(dim=0).sum()) == int(mask.sum()) * 2 * 2  # scale 2 at 256
+    assert stamped[:, :200].eq(0).all()  # the face above the band is untouched
+
+
+# ------------------------------------------------------------------ real processes
+
+
+def test_client_round_trip_is_bit_identical_to_this_process(model: Path) -> None:
+    client = WorkerClient()
+    try:
+        state = RigState(seed=3, sefa=(SefaSlider(1, 2.0, (0, 1)),))
+        image = client.render_blocking(wp.RenderJob(state, str(model), target="t"), TIMEOUT)
+        assert image.final and image.size == CFG.img_resolution
+        assert np.array_equal(image.pixels, to_blender_rgba(direct_render(model, state)))
+        with pytest.raises(WorkerError, match="missing"):
+            client.render_blocking(wp.RenderJob(state, str(model) + ".missing"), TIMEOUT)
+        slots = [name for name in client._slots]
+        assert slots
+    finally:
+        client.stop()
+    assert client.status == "stopped" and not client.is_running()
+    for name in slots:  # the worker unlinked its shared memory on quit
+        with pytest.raises(FileNotFoundError):
+            shared_memory.SharedMemory(name=name)
+
+
+def test_a_killed_worker_is_reported_and_replaced(model: Path) -> None:
+    client = WorkerClient()
+    try:
+        job = wp.RenderJob(RigState(seed=1), str(model), target="t")
+        client.render_blocking(job, TIMEOUT)
+        first = client.pid
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + TIMEOUT
+        crashed = []
+        while not crashed and time.monotonic() < deadline:
+            crashed = [e for e in client.poll() if getattr(e, "kind", "") == "crashed"]
+            time.sleep(0.02)
+        assert crashed and "exit code -9" in crashed[0].message
+        assert "restarts" in client.status
+        image = client.render_blocking(job, TIMEOUT)
+        assert image.final and client.pid != first and client.crashes == 1
+    finally:
+        client.stop()
+
+
+def _process_state(pid: int) -> str | None:
+    """'R', 'S', 'Z', ... or None when the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+def test_the_worker_exits_when_its_parent_dies(model: Path) -> None:
+    """A parent that dies without stopping its worker (Blender crashing) leaves no orphan."""
+    parent = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import os
+            from neural_face_rig.bridge import WorkerClient
+            from neural_face_rig.neural.backends import RigState
+            from neural_face_rig.neural.worker_protocol import RenderJob
+            client = WorkerClient()
+            client.render_blocking(RenderJob(RigState(seed=1), {str(model)!r}), 60)
+            print(client.pid, flush=True)
+            os._exit(0)
+        """)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert parent.returncode == 0, parent.stderr
+    pid = int(parent.stdout.split()[-1])
+    deadline = time.monotonic() + 15
+    while _process_state(pid) not in (None, "Z") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _process_state(pid) in (None, "Z")
