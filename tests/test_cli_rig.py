@@ -126,3 +126,50 @@ def test_rig_needs_a_sub_command(capsys):
     with pytest.raises(SystemExit) as info:
         main(["rig"])
     assert info.value.code == 2
+
+
+def test_render_writes_the_rig_face_of_the_params(tmp_path, capsys):
+    import torch
+    from neural_face_rig.rig.camera import CAMERA_256
+    from neural_face_rig.rig.geometry import TorchFaceModel
+    from neural_face_rig.rig.params import RigParams
+    from neural_face_rig.rig.render import render_face
+    from PIL import Image
+
+    model = make_synthetic_face_model("tiny")
+    model_path = tmp_path / "BFM_model_front.mat"
+    write_face_model_mat(model, model_path)
+    params = RigParams.sample(np.random.default_rng(3))
+    params_path = tmp_path / "p.json"
+    params.write_json(params_path)
+    out = tmp_path / "face.png"
+
+    code = main(["rig", "render", "--model", str(model_path), "--params", str(params_path),
+                 "--size", "256", "--out", str(out)])
+
+    assert code == 0 and "face covers" in capsys.readouterr().out
+    with torch.no_grad():
+        direct = render_face(TorchFaceModel.from_face_model(load_face_model(model_path)),
+                             torch.from_numpy(params.to_vector())[None], CAMERA_256)
+    expected = (direct.image[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    written = np.asarray(Image.open(out))
+    assert written.shape == (256, 256, 3)
+    np.testing.assert_array_equal(written, expected)
+    assert written.std() > 0  # a face, not an empty frame
+
+
+def test_render_with_bad_params_fails_cleanly_and_writes_nothing(tmp_path, capsys):
+    model_path = tmp_path / "BFM_model_front.mat"
+    write_face_model_mat(make_synthetic_face_model("tiny"), model_path)
+    params_path = tmp_path / "p.json"
+    params_path.write_text('{"schema": "neural_face_rig/rig_params", "version": 1, '
+                           '"expression": [0.0, 1.0]}')
+    out = tmp_path / "face.png"
+
+    code = main(["rig", "render", "--model", str(model_path), "--params", str(params_path),
+                 "--out", str(out)])
+
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "expression" in err and "64" in err
+    assert not out.exists()
