@@ -43,6 +43,7 @@ from ...rig.face_model import N_LANDMARKS
 from ...rig.geometry import TorchFaceModel, evaluate_rig
 from ...rig.params import RIG_SIZE
 from ..engine import StyleGAN2Engine
+from ..landmarks import LandmarkDetector
 from . import StyleRigError
 
 BANK_FORMAT = "nfr-stylerig-samples"
@@ -204,20 +205,17 @@ def no_landmarks(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.zeros(batch, N_LANDMARKS, 2), torch.zeros(batch, dtype=torch.bool)
 
 
-def detector_source(detector: Any) -> LandmarkSource:
-    """Adapt a ``neural.landmarks`` detector (``detect(images) -> list[Detection | None]``
-    with ``Detection.points`` [68, 2]) to a LandmarkSource; images go to it as uint8
-    [H, W, 3] RGB arrays."""
+def detector_source(detector: LandmarkDetector) -> LandmarkSource:
+    """Adapt a ``neural.landmarks`` detector to a LandmarkSource: generator images
+    [B, 3, H, W] in [-1, 1] -> (points [B, 68, 2] image pixels, found [B] bool)."""
 
     def source(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        rgb = ((images[:, :3].float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        arrays = [np.ascontiguousarray(a) for a in rgb.permute(0, 2, 3, 1).cpu().numpy()]
-        detections = detector.detect(arrays)
-        points = torch.zeros(len(arrays), N_LANDMARKS, 2)
-        found = torch.zeros(len(arrays), dtype=torch.bool)
+        detections = detector.detect(images[:, :3].float())
+        points = torch.zeros(len(detections), N_LANDMARKS, 2)
+        found = torch.zeros(len(detections), dtype=torch.bool)
         for i, detection in enumerate(detections):
             if detection is not None:
-                points[i] = torch.as_tensor(np.asarray(detection.points, np.float32))
+                points[i] = torch.from_numpy(detection.landmarks)
                 found[i] = True
         return points, found
 
