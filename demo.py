@@ -160,9 +160,9 @@ def _discofacegan_available() -> bool:
         importlib.import_module("neural_face_rig.neural.discofacegan.backend")
     except ImportError:
         return False
-    from neural_face_rig.neural.backends import BACKENDS
+    from neural_face_rig.neural.backends import BACKEND_LOADERS
 
-    return "discofacegan" in BACKENDS
+    return "discofacegan" in BACKEND_LOADERS
 
 
 def _untrained_id(kind: str, config: dict[str, Any]) -> str:

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .neural.bench_timing import times_ms
+
 POLL_PERIOD = 1.0 / 120.0
 UPLOAD_REPEATS = 50
 EDIT_TIMEOUT = 600.0
@@ -104,12 +106,7 @@ def _upload_ms(bpy, face_image, size: int) -> dict[str, float]:
     """face_image.write_pixels (foreach_set + update) on a float image of size²."""
     image = face_image.ensure_face_image("bench upload", size)
     pixels = np.random.default_rng(0).random(size * size * 4, dtype=np.float32)
-    face_image.write_pixels(image, pixels, size)
-    times = []
-    for _ in range(UPLOAD_REPEATS):
-        start = time.perf_counter()
-        face_image.write_pixels(image, pixels, size)
-        times.append((time.perf_counter() - start) * 1e3)
+    times = times_ms(lambda: face_image.write_pixels(image, pixels, size), UPLOAD_REPEATS)
     bpy.data.images.remove(image)
     return {"median_ms": float(np.median(times)), "p95_ms": float(np.percentile(times, 95))}
 

@@ -1,6 +1,6 @@
 """The face image datablock: a float-buffer RGBA image the worker's pixels are copied into.
 
-Pixels arrive as linear Rec.709 float32 RGBA, rows bottom-first (neural/worker_images.py), so
+Pixels arrive as linear Rec.709 float32 RGBA, rows bottom-first (neural/images.py), so
 writing is one ``foreach_set`` (~1.6 ms at 1024²) plus ``update``. The image's colour space
 is set explicitly to linear: a float buffer is already scene-linear, Blender must not decode
 it again. Saving packs the pixels as float EXR (lossless), so a reopened file shows the same

@@ -2,8 +2,8 @@
 
 The Blender side builds a :class:`RigState` (plain data: numpy and builtins only, so it can
 be made in Blender's process and sent to the worker); a backend turns it into W+ and renders
-it through the engine. Backends share one interface so the worker, the CLI and later the
-DiscoFaceGAN and StyleRig backends are interchangeable:
+it through the engine. Backends share one interface, so the worker and the CLI drive the
+StyleGAN2, DiscoFaceGAN and StyleRig backends alike (``BACKEND_LOADERS``: the registry):
 
 - ``latents(state)`` -> W+ [1, num_ws, w_dim] float32 (the rig mapping + SeFa offsets);
 - ``render(state, cancel)`` -> image [1, C, R, R] float32 in nominally [-1, 1];
@@ -15,7 +15,7 @@ Torch is imported lazily: this module's data classes load in Blender's own proce
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -107,6 +107,25 @@ class Backend:
             )
 
 
+def checked_latent(
+    state: RigState, shapes: Mapping[str, tuple[int, ...]], spaces: str
+) -> torch.Tensor:
+    """The state's explicit ``latent`` as a float32 tensor of the shape ``shapes`` gives for
+    its ``latent_space``; ``spaces`` (e.g. "expected 'z' or 'w+'") names the accepted ones."""
+    import torch
+
+    latent = torch.as_tensor(np.asarray(state.latent, dtype=np.float32))
+    expected = shapes.get(state.latent_space)
+    if expected is None:
+        raise BackendError(f"latent_space: {spaces}, found {state.latent_space!r}")
+    if tuple(latent.shape) != expected:
+        raise BackendError(
+            f"latent ({state.latent_space}): expected shape {list(expected)}, "
+            f"found {list(latent.shape)}"
+        )
+    return latent
+
+
 DirectionsFor = Callable[[tuple[int, ...]], np.ndarray]
 """W+ rows -> SeFa directions [K, w_dim] (row j = direction j) factorised from those rows."""
 
@@ -153,25 +172,10 @@ class StyleGAN2Backend(Backend):
 
     def base_latents(self, state: RigState) -> torch.Tensor:
         """W+ [1, num_ws, w_dim] of the state's latent or seed, truncated for z and seeds."""
-        import torch
-
         engine, cfg = self.engine, self.engine.config
         if state.latent is not None:
-            latent = torch.as_tensor(np.asarray(state.latent, dtype=np.float32))
-            expected = {
-                "z": (cfg.z_dim,),
-                "w": (cfg.w_dim,),
-                "w+": (cfg.num_ws, cfg.w_dim),
-            }.get(state.latent_space)
-            if expected is None:
-                raise BackendError(
-                    f"latent_space: expected 'z', 'w' or 'w+', found {state.latent_space!r}"
-                )
-            if tuple(latent.shape) != expected:
-                raise BackendError(
-                    f"latent ({state.latent_space}): expected shape {list(expected)}, "
-                    f"found {list(latent.shape)}"
-                )
+            shapes = {"z": (cfg.z_dim,), "w": (cfg.w_dim,), "w+": (cfg.num_ws, cfg.w_dim)}
+            latent = checked_latent(state, shapes, "expected 'z', 'w' or 'w+'")
             if state.latent_space == "z":
                 return engine.map(latent[None], psi=state.psi, cutoff=state.cutoff)
             ws = engine.broadcast(latent[None])
@@ -212,4 +216,35 @@ class StyleGAN2Backend(Backend):
         return self._directions[key]
 
 
-BACKENDS: dict[str, type[Backend]] = {StyleGAN2Backend.name: StyleGAN2Backend}
+# ------------------------------------------------------------------ registry
+
+BackendLoader = Callable[[str, str, Mapping[str, str]], Backend]
+"""(model file, torch device, other files by role) -> a ready backend."""
+
+
+def _load_stylegan2(model_path: str, device: str, files: Mapping[str, str]) -> Backend:
+    """Any StyleGAN2 checkpoint ``load_generator`` reads; SeFa directions on demand."""
+    from .checkpoints import load_generator
+
+    return StyleGAN2Backend.from_loaded(load_generator(model_path), device)
+
+
+def _load_discofacegan(model_path: str, device: str, files: Mapping[str, str]) -> Backend:
+    from .discofacegan.backend import load_backend
+
+    return load_backend(model_path, device, files)
+
+
+def _load_stylerig(model_path: str, device: str, files: Mapping[str, str]) -> Backend:
+    from .stylerig.backend import load_backend
+
+    return load_backend(model_path, device, files)
+
+
+BACKEND_LOADERS: dict[str, BackendLoader] = {
+    StyleGAN2Backend.name: _load_stylegan2,
+    "discofacegan": _load_discofacegan,
+    "stylerig": _load_stylerig,
+}
+"""The backends: name (``RigState.backend``) -> loader. A loader imports its backend (and
+torch) when called, so the registry itself loads in Blender's process."""

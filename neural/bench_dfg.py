@@ -10,13 +10,13 @@ executed FLOPs per second with the fp32 matmul peak measured in the same run. Ta
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
 from ..rig.params import RigParams
-from .bench_stylegan2 import _best_ms, matmul_peak_gflops
+from .bench_stylegan2 import fine_edit_ms, matmul_peak_gflops
+from .bench_timing import best_ms
 from .discofacegan.backend import DFGEngine
 from .discofacegan.config import DFGConfig
 from .discofacegan.generator import DFGGenerator, random_state_dict
@@ -59,7 +59,7 @@ def run(report: Any) -> None:
     ws = engine.map(z)
 
     peak = matmul_peak_gflops()
-    full = _best_ms(lambda: engine.synthesize(ws))
+    full = best_ms(lambda: engine.synthesize(ws))
     peak = max(peak, matmul_peak_gflops())
     total = sum(executed.values())
     report.add("fp32_matmul_peak_gflops", peak, "GFLOP/s")
@@ -68,14 +68,15 @@ def run(report: Any) -> None:
     report.add("dfg256_gflop_textbook", sum(textbook.values()), "GFLOP")
     report.add("dfg256_efficiency", total / (full / 1e3) / peak, "of peak")
     report.notes["dfg256_meets_target"] = full <= TARGET_MS
-    report.add("dfg256_map_ms", _best_ms(lambda: engine.map(z)), "ms")
-    report.add("dfg256_preview64_ms", _best_ms(lambda: engine.synthesize(ws, stop_res=64)), "ms")
+    report.add("dfg256_map_ms", best_ms(lambda: engine.map(z)), "ms")
+    report.add("dfg256_preview64_ms", best_ms(lambda: engine.synthesize(ws, stop_res=64)), "ms")
 
-    report.add("dfg256_fine_edit_ms", _fine_edit_ms(generator, w_avg_id, ws), "ms")
+    cached = DFGEngine(generator, w_avg_id, cache=True)
+    report.add("dfg256_fine_edit_ms", fine_edit_ms(cached, ws, first_row=10), "ms")
 
     if bf16_supported("cpu"):
         reference = engine.synthesize(ws)
-        report.add("dfg256_bf16_ms", _best_ms(lambda: engine.synthesize(ws, precision="bf16")),
+        report.add("dfg256_bf16_ms", best_ms(lambda: engine.synthesize(ws, precision="bf16")),
                    "ms")
         err = (engine.synthesize(ws, precision="bf16") - reference).abs()
         span = float(reference.max() - reference.min())
@@ -83,18 +84,3 @@ def run(report: Any) -> None:
     else:
         report.notes["dfg256_bf16"] = "skipped: this CPU has no native bf16"
 
-
-def _fine_edit_ms(generator: DFGGenerator, w_avg_id: np.ndarray, ws: Any) -> float:
-    """Best time of a render whose W+ changed only in rows 10+ (the cache resumes there)."""
-    cached = DFGEngine(generator, w_avg_id, cache=True)
-    edits = [ws.clone() for _ in range(2)]
-    for i, edited in enumerate(edits):
-        edited[:, 10:] += 0.5 * (i + 1)
-    cached.synthesize(ws)
-    cached.synthesize(edits[0])
-    times = []
-    for i in range(4):
-        start = time.perf_counter()
-        cached.synthesize(edits[(i + 1) % 2])
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3

@@ -9,7 +9,6 @@ loss and its backward pass.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 from functools import partial
 
@@ -22,6 +21,7 @@ from ..rig.params import RigParams
 from ..rig.raster import interpolate, rasterize
 from ..rig.render import render_face
 from ..rig.synthetic import make_synthetic_face_model
+from .bench_timing import times_ms
 from .cli_bench import BenchReport
 
 WARMUP_RUNS = 3
@@ -39,7 +39,7 @@ def run(report: BenchReport) -> None:
     report.notes["rig_fastest_ms"] = fastest
 
     def measure(name: str, function: Callable[[], object]) -> None:
-        times = _times_ms(function)
+        times = times_ms(function, TIMED_RUNS, WARMUP_RUNS)
         fastest[name] = round(min(times), 3)
         report.add(name, statistics.median(times), "ms")
 
@@ -80,14 +80,3 @@ def _no_grad(function: Callable[..., object], *args: object) -> None:
     with torch.no_grad():
         function(*args)
 
-
-def _times_ms(function: Callable[[], object]) -> list[float]:
-    """Wall times of TIMED_RUNS calls of `function` in milliseconds, after WARMUP_RUNS."""
-    for _ in range(WARMUP_RUNS):
-        function()
-    times = []
-    for _ in range(TIMED_RUNS):
-        start = time.perf_counter()
-        function()
-        times.append(1e3 * (time.perf_counter() - start))
-    return times

@@ -8,19 +8,22 @@ the peak moves with its load).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from functools import partial
+from itertools import cycle
 from typing import Any
 
 import torch
 
-from .engine import StyleGAN2Engine, bf16_supported, configure_inference_process
+from .bench_timing import best_ms
+from .engine import (
+    ProgressiveEngine,
+    StyleGAN2Engine,
+    bf16_supported,
+    configure_inference_process,
+)
 from .stylegan2.config import StyleGAN2Config
 from .stylegan2.generator import Generator, random_state_dict
 
 THREADS = 2
-REPEATS = 3
 
 
 def synthesis_gflop(config: StyleGAN2Config, stop_res: int | None = None) -> dict[int, float]:
@@ -46,20 +49,24 @@ def synthesis_gflop(config: StyleGAN2Config, stop_res: int | None = None) -> dic
 def matmul_peak_gflops(size: int = 2048, repeats: int = 4) -> float:
     """fp32 matmul throughput right now (best of ``repeats``)."""
     a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    best = best_ms(lambda: a @ b, repeats) / 1e3
     return 2 * size**3 / best / 1e9
 
 
-def _timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def fine_edit_ms(engine: ProgressiveEngine, ws: torch.Tensor, first_row: int) -> float:
+    """Best time of a re-synthesis after an edit of W+ rows >= ``first_row`` only: a caching
+    ``engine`` resumes mid-network (checked on every call)."""
+    edits = [ws.clone() for _ in range(2)]
+    for i, edited in enumerate(edits):
+        edited[:, first_row:] += 0.5 * (i + 1)
+    engine.synthesize(ws)
+    alternating = cycle(edits)
 
+    def edit() -> None:
+        engine.synthesize(next(alternating))
+        assert engine.last_run is not None and engine.last_run.resumed_at_step > 0
 
-def _best_ms(fn: Callable[[], Any], repeats: int = REPEATS) -> float:
-    fn()  # warm-up: oneDNN primitive creation, allocator growth
-    return min(_timed(fn) for _ in range(repeats)) * 1e3
+    return best_ms(edit, repeats=4)
 
 
 def _engine(config: StyleGAN2Config, **kwargs: Any) -> StyleGAN2Engine:
@@ -67,25 +74,10 @@ def _engine(config: StyleGAN2Config, **kwargs: Any) -> StyleGAN2Engine:
     return StyleGAN2Engine(gen, "cpu", **kwargs)
 
 
-def _fine_edit_ms(config: StyleGAN2Config, ws: torch.Tensor) -> float:
-    """Re-synthesis after an edit of W+ rows >= 12 only (the cache resumes mid-network)."""
-    engine = _engine(config, cache=True)
-    edits = [ws.clone() for _ in range(2)]
-    for i, edited in enumerate(edits):
-        edited[:, 12:] += 0.5 * (i + 1)
-    engine.synthesize(ws)
-    engine.synthesize(edits[0])
-    times = []
-    for i in range(REPEATS + 1):
-        times.append(_timed(partial(engine.synthesize, edits[(i + 1) % 2])) * 1e3)
-        assert engine.last_run is not None and engine.last_run.resumed_at_step > 0
-    return min(times)
-
-
 def _full_ms(config: StyleGAN2Config) -> float:
     engine = _engine(config, cache=False)
     ws = engine.w_from_seed(1, psi=0.7)
-    return _best_ms(lambda: engine.synthesize(ws))
+    return best_ms(lambda: engine.synthesize(ws))
 
 
 def run(report: Any) -> None:
@@ -100,29 +92,29 @@ def run(report: Any) -> None:
     ws = engine.w_from_seed(1, psi=0.7)
 
     peak = matmul_peak_gflops()
-    full = _best_ms(lambda: engine.synthesize(ws))
+    full = best_ms(lambda: engine.synthesize(ws))
     peak = max(peak, matmul_peak_gflops())
     report.add("fp32_matmul_peak_gflops", peak, "GFLOP/s")
     report.add("g1024_full_ms", full, "ms")
     report.add("g1024_full_gflop", sum(flops.values()), "GFLOP")
     report.add("g1024_full_efficiency", sum(flops.values()) / (full / 1e3) / peak, "of peak")
-    report.add("g1024_first64_ms", _best_ms(lambda: engine.synthesize(ws, stop_res=64)), "ms")
+    report.add("g1024_first64_ms", best_ms(lambda: engine.synthesize(ws, stop_res=64)), "ms")
     report.add(
-        "g1024_preview256_ms", _best_ms(lambda: engine.synthesize(ws, stop_res=256)), "ms"
+        "g1024_preview256_ms", best_ms(lambda: engine.synthesize(ws, stop_res=256)), "ms"
     )
     reference = engine.synthesize(ws)
 
-    fine_edit = _fine_edit_ms(ffhq, ws)
+    fine_edit = fine_edit_ms(_engine(ffhq, cache=True), ws, first_row=12)
     report.add("g1024_fine_edit_ms", fine_edit, "ms")
     report.add("g1024_fine_edit_vs_full", fine_edit / full, "x")
     report.add("g256_full_ms", _full_ms(g256), "ms")
 
     if bf16_supported("cpu"):
         fast = _engine(ffhq, cache=False, precision="bf16")
-        report.add("g1024_bf16_ms", _best_ms(lambda: fast.synthesize(ws)), "ms")
+        report.add("g1024_bf16_ms", best_ms(lambda: fast.synthesize(ws)), "ms")
         report.add(
             "g1024_preview256_bf16_ms",
-            _best_ms(lambda: fast.synthesize(ws, stop_res=256)),
+            best_ms(lambda: fast.synthesize(ws, stop_res=256)),
             "ms",
         )
         err = (fast.synthesize(ws) - reference).abs()

@@ -16,7 +16,6 @@ Each metric is the fastest of several runs after warm-up runs.
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from ..rig.geometry import TorchFaceModel
 from ..rig.params import RigParams
 from ..rig.synthetic import make_synthetic_face_model
 from .backends import RigState
+from .bench_timing import best_ms
 from .checkpoints import LoadedGenerator, save_project
 from .engine import StyleGAN2Engine, configure_inference_process
 from .stylegan2.config import StyleGAN2Config
@@ -52,17 +52,6 @@ TINY = StyleGAN2Config(z_dim=16, w_dim=32, img_resolution=32, mapping_layers=2,
                        channel_base=512, channel_max=16)
 
 
-def _best_ms(fn: Callable[[], Any], repeats: int = REPEATS, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
-
-
 def _full_models(config: StyleGAN2Config) -> tuple[DFR, RigNet]:
     torch.manual_seed(0)
     dfr = DFR(DFRConfig(config.num_ws, config.w_dim)).eval().requires_grad_(False)
@@ -81,10 +70,10 @@ def _edit_latency(report: Any) -> None:
     delta = torch.randn(1, 94)
     many = 4 * REPEATS  # cheap calls: more repeats make the minimum robust to a busy machine
     with torch.no_grad():
-        report.add("stylerig_dfr_forward_ms", _best_ms(lambda: dfr(ws), many), "ms")
-        report.add("stylerig_rignet_forward_ms", _best_ms(lambda: rignet(ws, delta), many), "ms")
+        report.add("stylerig_dfr_forward_ms", best_ms(lambda: dfr(ws), many), "ms")
+        report.add("stylerig_rignet_forward_ms", best_ms(lambda: rignet(ws, delta), many), "ms")
         report.add("stylerig_edit_ms",
-                   _best_ms(lambda: edit_latents(rignet, dfr, ws, target, mask), many), "ms")
+                   best_ms(lambda: edit_latents(rignet, dfr, ws, target, mask), many), "ms")
 
     generator = Generator.from_state_dict(ffhq, random_state_dict(ffhq, seed=0))
     engine = StyleGAN2Engine(generator, "cpu", cache=False)
@@ -93,7 +82,7 @@ def _edit_latency(report: Any) -> None:
                           ffhq_crop(tm, rig_camera(224)), 0.7)
     backend = StyleRigBackend(engine, "", StyleRigModel(dfr, rignet, setup))
     state = RigState(backend="stylerig", seed=1, psi=0.7, rig=target[0].numpy())
-    report.add("stylerig_backend_latents_ms", _best_ms(lambda: backend.latents(state), many),
+    report.add("stylerig_backend_latents_ms", best_ms(lambda: backend.latents(state), many),
                "ms")
 
 
@@ -112,7 +101,7 @@ def _tiny_training(report: Any) -> None:
                 weights, out / "dfr" / "dfr.safetensors", out / "rignet", settings, latent=8,
                 hidden=64, cache_images=True))),
         ):
-            report.add(name, _best_ms(_stepper(trainer), repeats=20), "ms")
+            report.add(name, best_ms(_stepper(trainer), 20), "ms")
 
 
 def _stepper(trainer: Trainer) -> Callable[[], Any]:
@@ -159,9 +148,9 @@ def _full_step_pieces(report: Any) -> None:
 
     # The first full-size renders run several times slower (the heap grows to its working
     # size with mmap disabled by configure_inference_process): warm up longer.
-    report.add("stylerig_full_render_loss_fwd_bwd_ms", _best_ms(render_step, 3, 6), "ms")
-    report.add("stylerig_full_dfr_step_ms", _best_ms(dfr_step, 3, 2), "ms")
-    report.add("stylerig_full_rignet_step_ms", _best_ms(rignet_step, 3, 2), "ms")
+    report.add("stylerig_full_render_loss_fwd_bwd_ms", best_ms(render_step, 3, 6), "ms")
+    report.add("stylerig_full_dfr_step_ms", best_ms(dfr_step, 3, 2), "ms")
+    report.add("stylerig_full_rignet_step_ms", best_ms(rignet_step, 3, 2), "ms")
     report.notes["stylerig_full_step"] = (
         "batch 8, 224 px, full-size synthetic mesh, CPU fp32, without the generator's "
         "synthesis of the batch (see g1024_full_ms of the stylegan2 suite, per image)"

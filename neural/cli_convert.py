@@ -15,6 +15,7 @@ from .checkpoints import load_generator, save_project
 from .checkpoints.project_format import WEIGHTS_SUFFIX
 from .engine import StyleGAN2Engine
 from .errors import NeuralError
+from .images import to_srgb_uint
 from .sefa import LAYER_GROUPS, SefaFactors, apply_direction, factorize_cached, parse_layers
 
 if TYPE_CHECKING:
@@ -86,12 +87,6 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """Generator output [C, H, W] in [-1, 1] -> uint8 [H, W, C]."""
-    pixels = ((image.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return pixels.permute(1, 2, 0).cpu().numpy()
-
-
 def contact_sheet(
     tiles: np.ndarray, row_labels: list[str], column_labels: list[str]
 ) -> Image.Image:
@@ -126,7 +121,7 @@ def render_sheet_tiles(
     for j in range(k):
         for i, alpha in enumerate(alphas):
             ws = apply_direction(base_ws, factors.directions[j], factors.layers, float(alpha))
-            tiles[j, i] = to_uint8(engine.synthesize(ws, stop_res=res)[0])
+            tiles[j, i] = to_srgb_uint(engine.synthesize(ws, stop_res=res))
     return tiles
 
 

@@ -13,10 +13,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..rig.atomic import atomic_open
 from ..rig.params import RigParams
 from .checkpoints.project_format import WEIGHTS_SUFFIX
-from .cli_convert import to_uint8
 from .discofacegan.adapter import (
     AVERAGE_SAMPLES,
     AVERAGE_SEED,
@@ -32,6 +30,7 @@ from .discofacegan.tf_reader import load_dfg_generator, save_dfg_project
 from .discofacegan.vae import DFGVae
 from .engine import configure_inference_process
 from .errors import NeuralError
+from .images import write_png
 from .stylegan2.generator import NOISE_MODES, PRECISIONS
 
 _BAR_WIDTH = 30
@@ -140,10 +139,7 @@ def run_generate(args: argparse.Namespace) -> int:
     rig = RigParams.read_json(args.rig) if args.rig else RigParams.neutral()
     ws = engine.map(engine.input_from_rig(rig, args.seed), args.psi, args.cutoff)
     image = engine.synthesize(ws, stop_res=args.res)[0]
-    from PIL import Image
-
-    with atomic_open(args.out, "wb") as out:
-        Image.fromarray(to_uint8(image)).save(out, format="PNG")
+    write_png(image, args.out)
     print(f"wrote {args.out} ({image.shape[-1]} px)")
     return 0
 

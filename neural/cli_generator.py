@@ -10,9 +10,9 @@ import torch
 
 from ..rig.atomic import atomic_open
 from .checkpoints import load_generator
-from .cli_convert import to_uint8
 from .engine import StyleGAN2Engine, configure_inference_process
 from .errors import NeuralError
+from .images import write_png
 from .stylegan2.generator import NOISE_MODES, PRECISIONS
 
 
@@ -73,7 +73,7 @@ def run_generate(args: argparse.Namespace) -> int:
         print(f"wrote {args.out_npy} {list(images.shape)}")
     if args.out is not None:
         for path, image in zip(_image_paths(args.out, len(images)), images, strict=True):
-            _write_png(path, image)
+            write_png(image, path)
             print(f"wrote {path}")
     return 0
 
@@ -145,12 +145,3 @@ def _image_paths(out: Path, count: int) -> list[Path]:
         return [out]
     return [out.with_name(f"{out.stem}_{i:04d}{out.suffix}") for i in range(count)]
 
-
-def _write_png(path: Path, image: torch.Tensor) -> None:
-    from PIL import Image
-
-    pixels = to_uint8(image)
-    if pixels.shape[2] not in (1, 3, 4):
-        raise NeuralError(f"{path}: cannot write a {pixels.shape[2]}-channel image as PNG")
-    with atomic_open(path, "wb") as f:
-        Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).save(f, format="PNG")

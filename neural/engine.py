@@ -7,6 +7,7 @@
 - Incremental re-synthesis: the activations after every step of the last run are kept; when
   only some W+ rows change, synthesis resumes at the first step consuming a changed row. A
   resumed run executes exactly the operations of a full one, so its bits are identical.
+  (``ProgressiveEngine`` holds this contract; DiscoFaceGAN's engine is one too.)
 - Determinism: the same inputs give the same bits on the same device and precision; every
   sample is computed on its own, so a frame's pixels do not depend on its batch.
 
@@ -38,7 +39,6 @@ from .stylegan2.generator import (
     Precision,
     SynthesisOptions,
     SynthesisState,
-    SynthesisStep,
     truncate,
 )
 
@@ -85,6 +85,29 @@ class _Cache:
     key: tuple[Any, ...]
     ws: torch.Tensor  # the W+ the states were computed from
     states: list[SynthesisState]  # states[i] = state after step i, for i < len(states)
+
+
+class ProgressiveStep(Protocol):
+    """What the engine needs of a synthesis step (StyleGAN2's and DiscoFaceGAN's steps)."""
+
+    @property
+    def index(self) -> int: ...  # position in execution order
+
+    @property
+    def res(self) -> int: ...
+
+    @property
+    def w_index(self) -> int | None: ...  # the W+ row it consumes, if any
+
+    @property
+    def makes_image(self) -> bool: ...
+
+    @property
+    def starts_block(self) -> bool: ...
+
+
+RunStep = Callable[[Any, SynthesisState, torch.Tensor, Any], SynthesisState]
+"""(step, state, ws, options) -> the state after the step; never modifies its inputs."""
 
 
 # ------------------------------------------------------------------ device capabilities
@@ -199,7 +222,8 @@ def upscale(image: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)
 
 
-def _cancel_requested(cancel: Cancel) -> bool:
+def cancel_requested(cancel: Cancel) -> bool:
+    """Whether a cancel signal (an Event-like ``is_set`` or a callable) is set."""
     if cancel is None:
         return False
     is_set = getattr(cancel, "is_set", None)
@@ -212,8 +236,174 @@ def _cancel_requested(cancel: Cancel) -> bool:
 # ------------------------------------------------------------------ engine
 
 
-class StyleGAN2Engine:
-    """Runs one generator on one device. Not thread-safe: one engine per worker thread."""
+class ProgressiveEngine:
+    """Progressive, cancellable, resumable synthesis over a generator's flat list of steps:
+    the contract shared by the StyleGAN2 and DiscoFaceGAN engines.
+
+    Subclasses pass their synthesis network's steps and ``run_step``, build their options in
+    ``_options`` and check W+ in ``_prepare_ws``. The activations after every step of the last
+    run are kept; a run whose W+ changed only in some rows resumes at the first step that
+    consumes one of them. Not thread-safe: one engine per worker thread.
+    """
+
+    options_type: Callable[..., Any]
+    """Builds the synthesis options (noise_mode=, noise_seeds=, precision=)."""
+
+    def __init__(
+        self,
+        steps: Sequence[ProgressiveStep],
+        run_step: RunStep,
+        device: torch.device,
+        precision: Precision,
+        noise_mode: NoiseMode,
+        noise_seed: int | Sequence[int] | None,
+        cache: bool,
+    ) -> None:
+        self.device = device
+        check_precision(self.device, precision)
+        self.precision: Precision = precision
+        self.noise_mode: NoiseMode = noise_mode
+        self.noise_seed = noise_seed
+        self.use_cache = cache
+        self.last_run: RunStats | None = None
+        self._steps = tuple(steps)
+        self._run_step = run_step
+        self._resolutions = tuple(sorted({s.res for s in self._steps}))
+        self._cache: _Cache | None = None
+        self._options(None, None, None)  # validate the defaults now
+
+    def synthesize(
+        self,
+        ws: torch.Tensor,
+        *,
+        stop_res: int | None = None,
+        cancel: Cancel = None,
+        precision: Precision | None = None,
+        noise_mode: NoiseMode | None = None,
+        noise_seed: int | Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """W+ [N, num_ws, w_dim] -> image [N, C, R, R] float32, R = ``stop_res`` or the full
+        resolution. Raises ``SynthesisCancelled`` when cancelled."""
+        blocks = self.progressive(
+            ws,
+            stop_res=stop_res,
+            cancel=cancel,
+            precision=precision,
+            noise_mode=noise_mode,
+            noise_seed=noise_seed,
+        )
+        return list(blocks)[-1].image
+
+    def progressive(
+        self,
+        ws: torch.Tensor,
+        *,
+        stop_res: int | None = None,
+        cancel: Cancel = None,
+        precision: Precision | None = None,
+        noise_mode: NoiseMode | None = None,
+        noise_seed: int | Sequence[int] | None = None,
+    ) -> Iterator[BlockImage]:
+        """The image after every block up to ``stop_res``, as an iterator (arguments are
+        checked now, synthesis runs as it is consumed). Blocks already cached for these W+
+        rows come from the cache. The cancel signal is checked before each block that has
+        to be computed."""
+        options = self._options(precision, noise_mode, noise_seed)
+        ws = self._prepare_ws(ws, options)
+        stop_res = self._check_stop_res(stop_res)
+        last_step = max(s.index for s in self._steps if s.res == stop_res)
+        return self._blocks(ws, options, last_step, cancel)
+
+    def clear_cache(self) -> None:
+        self._cache = None
+
+    # -------------------------------------------------------------- for subclasses
+
+    def _prepare_ws(self, ws: torch.Tensor, options: Any) -> torch.Tensor:
+        """W+ on the engine's device as float32, shape-checked; raises GeneratorInputError."""
+        raise NotImplementedError
+
+    def _options(
+        self,
+        precision: Precision | None,
+        noise_mode: NoiseMode | None,
+        noise_seed: int | Sequence[int] | None,
+    ) -> Any:
+        precision = precision or self.precision
+        check_precision(self.device, precision)
+        seed = self.noise_seed if noise_seed is None else noise_seed
+        seeds = None if seed is None else (
+            (int(seed),) if isinstance(seed, int) else tuple(int(s) for s in seed)
+        )
+        return self.options_type(
+            noise_mode=noise_mode or self.noise_mode, noise_seeds=seeds, precision=precision
+        )
+
+    # -------------------------------------------------------------- internals
+
+    def _blocks(
+        self, ws: torch.Tensor, options: Any, last_step: int, cancel: Cancel
+    ) -> Iterator[BlockImage]:
+        states = self._reusable_states(ws, options)  # extended in place when caching
+        resume = len(states)
+        state: SynthesisState = states[-1] if states else (None, None)
+        executed = 0
+        final_res = self._resolutions[-1]
+        try:
+            for step in self._steps[: last_step + 1]:
+                if step.index < resume:
+                    state = states[step.index]
+                else:
+                    starts_work = step.index == resume or step.starts_block
+                    if starts_work and cancel_requested(cancel):
+                        raise SynthesisCancelled(f"cancelled before the {step.res} px block")
+                    # Grad mode is set per step: a context held across ``yield`` would leak
+                    # into the caller's code.
+                    with torch.no_grad():
+                        state = self._run_step(step, state, ws, options)
+                    if self.use_cache:
+                        states.append(state)
+                    executed += 1
+                if step.makes_image:
+                    img = state[1]
+                    assert img is not None
+                    final = step.res == final_res
+                    yield BlockImage(step.res, img.contiguous().clone(), final=final)
+        finally:
+            self.last_run = RunStats(min(resume, last_step + 1), executed, len(self._steps))
+
+    def _check_stop_res(self, stop_res: int | None) -> int:
+        if stop_res is None:
+            return self._resolutions[-1]
+        if stop_res not in self._resolutions:
+            raise GeneratorInputError(
+                f"stop_res: expected one of {', '.join(map(str, self._resolutions))}"
+                f", found {stop_res}"
+            )
+        return stop_res
+
+    def _reusable_states(self, ws: torch.Tensor, options: Any) -> list[SynthesisState]:
+        """States of the cached run still valid for ``ws``; re-arms the cache for ``ws``."""
+        if not self.use_cache:
+            return []
+        key = (options, tuple(ws.shape), self.device)
+        cache = self._cache
+        states: list[SynthesisState] = []
+        if cache is not None and cache.key == key:
+            changed = {r for r in range(ws.shape[1]) if not torch.equal(ws[:, r], cache.ws[:, r])}
+            first_dirty = min(
+                (s.index for s in self._steps if s.w_index in changed), default=len(self._steps)
+            )
+            states = cache.states[:first_dirty]
+        # The list is shared with the cache: steps appended during this run extend it.
+        self._cache = _Cache(key, ws.clone(), states)
+        return states
+
+
+class StyleGAN2Engine(ProgressiveEngine):
+    """Runs one StyleGAN2 generator on one device."""
+
+    options_type = SynthesisOptions
 
     def __init__(
         self,
@@ -224,18 +414,14 @@ class StyleGAN2Engine:
         noise_seed: int | Sequence[int] | None = None,
         cache: bool = True,
     ) -> None:
-        self.device = torch.device(device)
-        self.generator = generator.to(self.device).eval().requires_grad_(False)
+        dev = torch.device(device)
+        self.generator = generator.to(dev).eval().requires_grad_(False)
         self.config: StyleGAN2Config = generator.config
-        self.precision: Precision = precision or default_precision(self.device, self.config)
-        check_precision(self.device, self.precision)
-        self.noise_mode: NoiseMode = noise_mode
-        self.noise_seed = noise_seed
-        self.use_cache = cache
-        self._cache: _Cache | None = None
-        self.last_run: RunStats | None = None
-        self._steps = self.generator.synthesis.steps
-        self._options(None, None, None)  # validate the defaults now
+        synthesis = self.generator.synthesis
+        super().__init__(
+            synthesis.steps, synthesis.run_step, dev,
+            precision or default_precision(dev, self.config), noise_mode, noise_seed, cache,
+        )
 
     @classmethod
     def from_state_dict(
@@ -288,87 +474,6 @@ class StyleGAN2Engine:
 
     # -------------------------------------------------------------- synthesis
 
-    def synthesize(
-        self,
-        ws: torch.Tensor,
-        *,
-        stop_res: int | None = None,
-        cancel: Cancel = None,
-        precision: Precision | None = None,
-        noise_mode: NoiseMode | None = None,
-        noise_seed: int | Sequence[int] | None = None,
-    ) -> torch.Tensor:
-        """W+ [N, num_ws, w_dim] (or w [N, w_dim]) -> image [N, C, R, R] float32, R =
-        ``stop_res`` or the full resolution. Raises ``SynthesisCancelled`` when cancelled."""
-        blocks = self.progressive(
-            ws,
-            stop_res=stop_res,
-            cancel=cancel,
-            precision=precision,
-            noise_mode=noise_mode,
-            noise_seed=noise_seed,
-        )
-        return list(blocks)[-1].image
-
-    def progressive(
-        self,
-        ws: torch.Tensor,
-        *,
-        stop_res: int | None = None,
-        cancel: Cancel = None,
-        precision: Precision | None = None,
-        noise_mode: NoiseMode | None = None,
-        noise_seed: int | Sequence[int] | None = None,
-    ) -> Iterator[BlockImage]:
-        """The image after every block up to ``stop_res``, as an iterator (arguments are
-        checked now, synthesis runs as it is consumed). Blocks already cached for these W+
-        rows come from the cache. The cancel signal is checked before each block that has
-        to be computed."""
-        options = self._options(precision, noise_mode, noise_seed)
-        ws = self.broadcast(ws).to(device=self.device, dtype=torch.float32)
-        if ws.dim() != 3 or ws.shape[1:] != (self.num_ws, self.config.w_dim):
-            raise GeneratorInputError(
-                f"W+: expected shape [N, {self.num_ws}, {self.config.w_dim}], "
-                f"found {list(ws.shape)}"
-            )
-        stop_res = self._check_stop_res(stop_res)
-        last_step = max(i for i, s in enumerate(self._steps) if s.res == stop_res)
-        return self._blocks(ws, options, last_step, cancel)
-
-    def _blocks(
-        self, ws: torch.Tensor, options: SynthesisOptions, last_step: int, cancel: Cancel
-    ) -> Iterator[BlockImage]:
-        states = self._reusable_states(ws, options)  # extended in place when caching
-        resume = len(states)
-        state: SynthesisState = states[-1] if states else (None, None)
-        executed = 0
-        net = self.generator.synthesis
-        try:
-            for step in self._steps[: last_step + 1]:
-                if step.index < resume:
-                    state = states[step.index]
-                else:
-                    starts_work = step.index == resume or _first_of_block(step)
-                    if starts_work and _cancel_requested(cancel):
-                        raise SynthesisCancelled(f"cancelled before the {step.res} px block")
-                    # Grad mode is set per step: a context held across ``yield`` would leak
-                    # into the caller's code.
-                    with torch.no_grad():
-                        state = net.run_step(step, state, ws, options)
-                    if self.use_cache:
-                        states.append(state)
-                    executed += 1
-                if step.layer == "torgb":
-                    img = state[1]
-                    assert img is not None
-                    yield BlockImage(
-                        step.res,
-                        img.contiguous().clone(),
-                        final=step.res == self.config.img_resolution,
-                    )
-        finally:
-            self.last_run = RunStats(min(resume, last_step + 1), executed, len(self._steps))
-
     def render_sequence(
         self, frames: Iterable[torch.Tensor], batch_size: int = 1, **kwargs: Any
     ) -> Iterator[torch.Tensor]:
@@ -385,54 +490,12 @@ class StyleGAN2Engine:
         if batch:
             yield from self.synthesize(torch.stack(batch), **kwargs)
 
-    def clear_cache(self) -> None:
-        self._cache = None
-
-    # -------------------------------------------------------------- internals
-
-    def _options(
-        self,
-        precision: Precision | None,
-        noise_mode: NoiseMode | None,
-        noise_seed: int | Sequence[int] | None,
-    ) -> SynthesisOptions:
-        precision = precision or self.precision
-        check_precision(self.device, precision)
-        seed = self.noise_seed if noise_seed is None else noise_seed
-        seeds = None if seed is None else (
-            (int(seed),) if isinstance(seed, int) else tuple(int(s) for s in seed)
-        )
-        return SynthesisOptions(
-            noise_mode=noise_mode or self.noise_mode, noise_seeds=seeds, precision=precision
-        )
-
-    def _check_stop_res(self, stop_res: int | None) -> int:
-        if stop_res is None:
-            return self.config.img_resolution
-        if stop_res not in self.config.block_resolutions:
+    def _prepare_ws(self, ws: torch.Tensor, options: SynthesisOptions) -> torch.Tensor:
+        """Also accepts w [N, w_dim] (broadcast to every row)."""
+        ws = self.broadcast(ws).to(device=self.device, dtype=torch.float32)
+        if ws.dim() != 3 or ws.shape[1:] != (self.num_ws, self.config.w_dim):
             raise GeneratorInputError(
-                f"stop_res: expected one of {', '.join(map(str, self.config.block_resolutions))}"
-                f", found {stop_res}"
+                f"W+: expected shape [N, {self.num_ws}, {self.config.w_dim}], "
+                f"found {list(ws.shape)}"
             )
-        return stop_res
-
-    def _reusable_states(self, ws: torch.Tensor, options: SynthesisOptions) -> list[SynthesisState]:
-        """States of the cached run still valid for ``ws``; re-arms the cache for ``ws``."""
-        key = (options, tuple(ws.shape), self.device)
-        cache = self._cache
-        if not self.use_cache:
-            return []
-        states: list[SynthesisState] = []
-        if cache is not None and cache.key == key:
-            changed = [r for r in range(self.num_ws) if not torch.equal(ws[:, r], cache.ws[:, r])]
-            first_dirty = min(
-                (s.index for s in self._steps if s.w_index in changed), default=len(self._steps)
-            )
-            states = cache.states[:first_dirty]
-        # The list is shared with the cache: steps appended during this run extend it.
-        self._cache = _Cache(key, ws.clone(), states)
-        return states
-
-
-def _first_of_block(step: SynthesisStep) -> bool:
-    return step.layer == "conv0" or (step.res == 4 and step.layer == "conv1")
+        return ws

@@ -6,9 +6,10 @@ Protocol (neural/worker_protocol.py): JSON lines on stdin (commands) and on the 
 original stdout (replies); pixels through ``multiprocessing.shared_memory`` slots. Anything a
 library prints goes to stderr, so it cannot corrupt the protocol stream.
 
-- Backends are loaded by (backend name, model file, device) through ``BACKEND_LOADERS`` and
-  kept loaded (the two most recent), so a slider move only pays for synthesis, and the
-  engine's cache resumes at the first block whose W+ rows changed.
+- Backends are loaded by (backend name, model file, device) through the registry
+  ``backends.BACKEND_LOADERS`` and kept loaded (the two most recent), so a slider move only
+  pays for synthesis, and the engine's cache resumes at the first block whose W+ rows
+  changed.
 - Latest wins per target: a reader thread files every command as it arrives; a render for a
   target replaces the target's queued render and cancels its running one between synthesis
   blocks (the engine's cancel callable).
@@ -28,7 +29,7 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from pathlib import Path
@@ -38,68 +39,14 @@ import torch
 
 from ..rig.errors import RigError
 from . import worker_protocol as wp
-from .backends import Backend, StyleGAN2Backend
-from .checkpoints import load_generator
+from .backends import BACKEND_LOADERS, Backend, StyleGAN2Backend
 from .engine import SynthesisCancelled, configure_inference_process
 from .errors import NeuralError
-from .worker_images import as_rgb, is_untrained, resize, stamp_text, to_blender_rgba, write_png16
+from .images import as_rgb, is_untrained, resize, stamp_text, to_blender_rgba, write_png
 
 SLOTS_PER_SIZE = 3
 MODELS_KEPT = 2
 QUIT_GRACE_SECONDS = 10.0
-AVERAGE_W_NAMES = ("{stem}-average_w_id.txt", "{stem}_average_w_id.txt", "average_w_id.txt")
-
-BackendLoader = Callable[[str, str, Mapping[str, str]], Backend]
-"""(model file, torch device, other files by role) -> a ready backend."""
-
-BACKEND_LOADERS: dict[str, BackendLoader] = {}
-"""Backend name (``RigState.backend``) -> loader. Backends plug in with ``register_loader``."""
-
-
-def register_loader(name: str) -> Callable[[BackendLoader], BackendLoader]:
-    def register(loader: BackendLoader) -> BackendLoader:
-        BACKEND_LOADERS[name] = loader
-        return loader
-
-    return register
-
-
-@register_loader(StyleGAN2Backend.name)
-def load_stylegan2(model_path: str, device: str, files: Mapping[str, str]) -> Backend:
-    """Any StyleGAN2 checkpoint ``load_generator`` reads; SeFa directions on demand."""
-    return StyleGAN2Backend.from_loaded(load_generator(model_path), device)
-
-
-@register_loader("discofacegan")
-def load_discofacegan(model_path: str, device: str, files: Mapping[str, str]) -> Backend:
-    """DiscoFaceGAN's TF .pkl or converted .safetensors, plus its identity-average W:
-    ``files["average_w_id"]`` or an ``average_w_id.txt`` beside the model (none: psi 1 only)."""
-    from .discofacegan.adapter import load_average_w_id
-    from .discofacegan.backend import DiscoFaceGANBackend
-    from .discofacegan.tf_reader import load_dfg_generator
-
-    loaded = load_dfg_generator(model_path)
-    average = files.get("average_w_id") or _average_w_beside(model_path)
-    w_avg_id = load_average_w_id(average, loaded.config) if average else None
-    return DiscoFaceGANBackend.from_dfg(loaded, w_avg_id, device)
-
-
-@register_loader("stylerig")
-def load_stylerig(model_path: str, device: str, files: Mapping[str, str]) -> Backend:
-    """A StyleGAN2 checkpoint plus the StyleRig file (DFR + RigNet) trained for it:
-    ``files["stylerig"]`` or found by the generator's sha256 (see neural/stylerig/backend.py)."""
-    from .stylerig.backend import load_backend
-
-    return load_backend(model_path, device, files)
-
-
-def _average_w_beside(model_path: str) -> str:
-    path = Path(model_path)
-    for pattern in AVERAGE_W_NAMES:
-        candidate = path.with_name(pattern.format(stem=path.stem))
-        if candidate.is_file():
-            return str(candidate)
-    return ""
 
 
 class RequestError(NeuralError):
@@ -396,7 +343,7 @@ class Worker:
             if model.untrained:
                 rgb = stamp_text(rgb)
             if final and job.output_path:
-                write_png16(rgb, job.output_path)
+                write_png(rgb, job.output_path, bits=16)
                 self.channel.send({
                     "type": wp.WRITTEN, "id": ident, "target": job.target,
                     "path": job.output_path, "seconds": time.perf_counter() - start,

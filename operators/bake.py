@@ -52,10 +52,12 @@ class NFR_OT_bake_face(Operator):
 
     # -------------------------------------------------------------- setup
 
-    def _start(self, context: Context) -> str | None:
-        """Check and prepare; returns the problem or None."""
+    def _start(self, context: Context) -> bool:
+        """Check and prepare; False (the problem reported) when the bake cannot start."""
         if self.folder.startswith("//") and not bpy.data.filepath:
-            return "Save the .blend file first: baked frames go next to it (" + self.folder + ")"
+            self.report({"ERROR"}, "Save the .blend file first: baked frames go next to it ("
+                        + self.folder + ")")
+            return False
         self.rig: Object = context.object
         scene = context.scene
         self.frames = list(range(scene.frame_start, scene.frame_end + 1))
@@ -63,7 +65,7 @@ class NFR_OT_bake_face(Operator):
         self.index = 0
         self.pending: PendingRequest | None = None
         os.makedirs(os.path.dirname(frame_path(self.folder, self.rig.name, 0)), exist_ok=True)
-        return None
+        return True
 
     def _job(self, context: Context, frame: int):
         context.scene.frame_set(frame)
@@ -90,9 +92,7 @@ class NFR_OT_bake_face(Operator):
     # -------------------------------------------------------------- synchronous
 
     def execute(self, context: Context) -> set[str]:
-        problem = self._start(context)
-        if problem:
-            self.report({"ERROR"}, problem)
+        if not self._start(context):
             return {"CANCELLED"}
         try:
             with live.paused():
@@ -111,9 +111,7 @@ class NFR_OT_bake_face(Operator):
     def invoke(self, context: Context, event: Event) -> set[str]:
         if bpy.app.background or context.window is None:
             return self.execute(context)
-        problem = self._start(context)
-        if problem:
-            self.report({"ERROR"}, problem)
+        if not self._start(context):
             return {"CANCELLED"}
         wm = context.window_manager
         self.timer = wm.event_timer_add(TIMER_SECONDS, window=context.window)

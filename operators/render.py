@@ -19,10 +19,17 @@ PORTRAIT_PATH = "//render/portrait.png"
 SEQUENCE_PATH = "//render/frames/frame_"
 
 
-def _check_scene(context: Context) -> str | None:
+def _prepare_output(operator: Operator, context: Context) -> str | None:
+    """The absolute PNG output path of ``operator.filepath``, its folder created; None (the
+    problem reported) when the scene cannot be rendered."""
     if context.scene.camera is None:
-        return "The scene has no camera: add a face rig (it adds the portrait camera)"
-    return None
+        operator.report({"ERROR"},
+                        "The scene has no camera: add a face rig (it adds the portrait camera)")
+        return None
+    path = bpy.path.abspath(operator.filepath)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    context.scene.render.image_settings.file_format = "PNG"
+    return path
 
 
 class NFR_OT_render_portrait(Operator):
@@ -40,15 +47,10 @@ class NFR_OT_render_portrait(Operator):
     )
 
     def execute(self, context: Context) -> set[str]:
-        problem = _check_scene(context)
-        if problem:
-            self.report({"ERROR"}, problem)
+        path = _prepare_output(self, context)
+        if path is None:
             return {"CANCELLED"}
         scene = context.scene
-        path = bpy.path.abspath(self.filepath)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        settings = scene.render.image_settings
-        settings.file_format = "PNG"
         size = f"{scene.render.resolution_x}x{scene.render.resolution_y}"
         if not bpy.app.background:
             scene.render.filepath = path
@@ -88,14 +90,10 @@ class NFR_OT_render_sequence(Operator):
     )
 
     def execute(self, context: Context) -> set[str]:
-        problem = _check_scene(context)
-        if problem:
-            self.report({"ERROR"}, problem)
+        path = _prepare_output(self, context)
+        if path is None:
             return {"CANCELLED"}
         scene = context.scene
-        path = bpy.path.abspath(self.filepath)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        scene.render.image_settings.file_format = "PNG"
         scene.render.filepath = path
         frames = f"frames {scene.frame_start}-{scene.frame_end}"
         if not bpy.app.background:

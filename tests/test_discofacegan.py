@@ -19,7 +19,12 @@ import torch
 from fixtures import dfg_formats as fx
 from fixtures.stylegan_formats import TINY_CONFIG, marker_source, tiny_state, write_tf_pkl
 from neural_face_rig.neural import cli_dfg
-from neural_face_rig.neural.backends import BACKENDS, BackendError, RigState, SefaSlider
+from neural_face_rig.neural.backends import (
+    BACKEND_LOADERS,
+    BackendError,
+    RigState,
+    SefaSlider,
+)
 from neural_face_rig.neural.discofacegan.adapter import (
     attribute_truncation,
     compute_average_w_id,
@@ -513,7 +518,6 @@ def test_engine_cancels_and_resumes_bit_identically(generator):
 
 
 def test_backend_renders_rig_states_and_sefa_sliders(tmp_path, loaded, generator):
-    assert BACKENDS["discofacegan"] is DiscoFaceGANBackend
     avg = np.random.default_rng(5).standard_normal((CFG.num_ws, CFG.w_dim)).astype(np.float32)
     backend = DiscoFaceGANBackend.from_dfg(loaded, avg, sefa_cache_dir=tmp_path)
     rig = RigParams.sample(np.random.default_rng(6))
@@ -522,6 +526,12 @@ def test_backend_renders_rig_states_and_sefa_sliders(tmp_path, loaded, generator
     z = torch.tensor(dfg_input(rig, noise_from_seed(11)))[None]
     expected = generator.synthesis(map_truncated(generator, z, torch.tensor(avg), 0.7, 8))
     assert torch.equal(image, expected)
+    # The worker's registry loads the same backend from files (the average W found beside).
+    save_dfg_project(loaded, tmp_path / "dfg.safetensors")
+    save_average_w_id(tmp_path / "dfg-average_w_id.txt", avg)
+    registered = BACKEND_LOADERS["discofacegan"](str(tmp_path / "dfg.safetensors"), "cpu", {})
+    assert isinstance(registered, DiscoFaceGANBackend)
+    assert torch.equal(registered.render(state), image)
     other_seed = backend.render(RigState(backend="discofacegan", rig=rig.to_vector(), seed=12))
     assert not torch.equal(other_seed, image)
 

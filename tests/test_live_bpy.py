@@ -35,7 +35,7 @@ from neural_face_rig.neural.checkpoints import load_generator
 from neural_face_rig.neural.discofacegan.adapter import load_average_w_id
 from neural_face_rig.neural.discofacegan.backend import DiscoFaceGANBackend
 from neural_face_rig.neural.discofacegan.tf_reader import load_dfg_generator
-from neural_face_rig.neural.worker_images import to_blender_rgba, to_srgb_uint
+from neural_face_rig.neural.images import to_blender_rgba, to_srgb_uint
 from neural_face_rig.rig.camera import CAMERA_256
 from neural_face_rig.rig.face_model import write_face_model_mat
 from neural_face_rig.rig.geometry import TorchFaceModel, evaluate_rig

@@ -21,7 +21,7 @@ from fixtures.live_addon import (
 )
 from neural_face_rig.neural.backends import StyleGAN2Backend
 from neural_face_rig.neural.checkpoints import load_generator
-from neural_face_rig.neural.worker_images import to_srgb_uint
+from neural_face_rig.neural.images import to_srgb_uint
 from PIL import Image
 
 TOLERANCE = 2  # of 255

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from neural_face_rig.neural import cli_train
-from neural_face_rig.neural.backends import BACKENDS, RigState
+from neural_face_rig.neural.backends import BACKEND_LOADERS, RigState
 from neural_face_rig.neural.checkpoints import LoadedGenerator, load_generator, save_project
 from neural_face_rig.neural.engine import StyleGAN2Engine
 from neural_face_rig.neural.stylegan2.config import StyleGAN2Config
@@ -332,10 +332,11 @@ def test_pose_edit_moves_the_estimate_to_the_target_and_other_groups_less(traine
 
 def test_missing_rignet_names_the_training_commands(trained, tmp_path, monkeypatch):
     monkeypatch.delenv("NFR_STYLERIG_DIR", raising=False)
-    assert BACKENDS["stylerig"] is StyleRigBackend
     lonely = tmp_path / "alone.safetensors"
     shutil.copy(trained["weights"], lonely)
     shutil.copy(trained["weights"].with_suffix(".json"), lonely.with_suffix(".json"))
+    with pytest.raises(MissingRigNetError):  # the worker's registry: the same lookup
+        BACKEND_LOADERS["stylerig"](str(lonely), "cpu", {})
     with pytest.raises(MissingRigNetError) as error:
         StyleRigBackend.from_loaded(load_generator(lonely), weights_path=lonely)
     message = str(error.value)
@@ -347,6 +348,9 @@ def test_missing_rignet_names_the_training_commands(trained, tmp_path, monkeypat
 def test_backend_edits_a_seed_towards_the_rig_state(trained, monkeypatch):
     monkeypatch.setenv("NFR_STYLERIG_DIR", str(trained["root"] / "rig"))
     backend = StyleRigBackend.from_loaded(trained["loaded"])
+    registered = BACKEND_LOADERS["stylerig"](str(trained["weights"]), "cpu", {})
+    assert isinstance(registered, StyleRigBackend)
+    assert registered.model_id == backend.model_id
     base_state = RigState(backend="stylerig", seed=10**6, psi=0.7)
     base = backend.base_latents(base_state)
     estimate = backend.estimate(base_state)

@@ -25,11 +25,14 @@ import torch
 from neural_face_rig.bridge import WorkerClient, WorkerError
 from neural_face_rig.neural import worker as worker_mod
 from neural_face_rig.neural import worker_protocol as wp
-from neural_face_rig.neural.backends import RigState, SefaSlider, StyleGAN2Backend
+from neural_face_rig.neural.backends import (
+    BACKEND_LOADERS,
+    RigState,
+    SefaSlider,
+    StyleGAN2Backend,
+)
 from neural_face_rig.neural.checkpoints import LoadedGenerator, load_generator, save_project
-from neural_face_rig.neural.stylegan2.config import StyleGAN2Config
-from neural_face_rig.neural.stylegan2.generator import random_state_dict
-from neural_face_rig.neural.worker_images import (
+from neural_face_rig.neural.images import (
     encode_png,
     srgb_to_linear,
     stamp_text,
@@ -37,6 +40,8 @@ from neural_face_rig.neural.worker_images import (
     to_blender_rgba,
     to_srgb_uint,
 )
+from neural_face_rig.neural.stylegan2.config import StyleGAN2Config
+from neural_face_rig.neural.stylegan2.generator import random_state_dict
 from PIL import Image
 
 CFG = StyleGAN2Config(
@@ -108,7 +113,7 @@ class Replies(io.RawIOBase):
 def served(monkeypatch: pytest.MonkeyPatch):
     """(send(message), replies): a Worker serving in a thread of this process."""
     monkeypatch.setitem(
-        worker_mod.BACKEND_LOADERS,
+        BACKEND_LOADERS,
         "gated",
         lambda path, device, files: GatedBackend.from_loaded(load_generator(path), device),
     )

@@ -69,6 +69,8 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 def detect_container(path: str | os.PathLike[str]) -> str:
     """'pickle', 'torch' (zip or legacy torch.save) or 'safetensors', from the first bytes."""
     label = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{label}: no such file")
     size = os.path.getsize(path)
     with open(path, "rb") as stream:
         head = stream.read(16)
@@ -128,8 +130,6 @@ def load_generator(path: str | os.PathLike[str]) -> LoadedGenerator:
     """Read any supported StyleGAN2 checkpoint; the format comes from the content."""
     path = Path(path)
     label = str(path)
-    if not path.is_file():
-        raise CheckpointError(f"{label}: no such file")
     container = detect_container(path)
     if container == "safetensors":
         result, sidecar = read_project(path)

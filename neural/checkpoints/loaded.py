@@ -84,6 +84,19 @@ def with_resample_filters(
     return out
 
 
+def float_tensors(state: Mapping[str, object], label: str) -> dict[str, torch.Tensor]:
+    """Every entry as a float32 CPU tensor (``as_float_tensor``)."""
+    return {key: as_float_tensor(value, key, label) for key, value in state.items()}
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], label: str) -> None:
+    """Raise ``CheckpointError`` naming the first tensor holding NaN or inf."""
+    for key, tensor in tensors.items():
+        # amax propagates NaN and |inf|: one reduction instead of a boolean mask.
+        if tensor.numel() and not torch.isfinite(tensor.abs().amax()):
+            raise CheckpointError(f"{label}: {key} holds non-finite values (NaN or inf)")
+
+
 def finish(
     config: StyleGAN2Config,
     state: Mapping[str, object],
@@ -91,12 +104,9 @@ def finish(
     extras: dict[str, Any] | None = None,
 ) -> ReadResult:
     """Convert to float32 tensors and check keys/shapes against the config."""
-    tensors = {key: as_float_tensor(value, key, label) for key, value in state.items()}
+    tensors = float_tensors(state, label)
     check_state_shapes(config, tensors, label)
-    for key, tensor in tensors.items():
-        # amax propagates NaN and |inf|: one reduction instead of a boolean mask.
-        if tensor.numel() and not torch.isfinite(tensor.abs().amax()):
-            raise CheckpointError(f"{label}: {key} holds non-finite values (NaN or inf)")
+    check_finite(tensors, label)
     return ReadResult(config, tensors, dict(extras or {}))
 
 

@@ -1,10 +1,12 @@
-"""The project's own generator format: ``<name>.safetensors`` + sidecar ``<name>.json``.
+"""The project's converted generators: ``<name>.safetensors`` + sidecar ``<name>.json``.
 
-The safetensors file holds the NVIDIA-named float32 state dict; the sidecar holds
-``{"format": "nfr-stylegan2", "version": 1, "config": {...}, "source_sha256": "<hex>",
-"source_format": "<reader>"}``. Both are written atomically (temporary file + os.replace),
-weights first, so a sidecar never describes weights that are not complete. Loading is a
-safetensors read plus a JSON parse: no pickle, no format conversion.
+The safetensors file holds the float32 state dict; the sidecar holds ``{"format": <FORMAT>,
+"version": <int>, "config": {...}, "source_sha256": "<hex>", "source_format": "<reader>"}``.
+StyleGAN2 generators use format ``nfr-stylegan2`` (NVIDIA names); DiscoFaceGAN's reader
+(neural/discofacegan/tf_reader.py) writes ``nfr-discofacegan`` through the same functions.
+Both files are written atomically (temporary file + os.replace), weights first, so a sidecar
+never describes weights that are not complete. Loading is a safetensors read plus a JSON
+parse: no pickle, no format conversion.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import safetensors
 import safetensors.torch
+import torch
 
 from ...rig.atomic import atomic_open
 from ..errors import CheckpointError
@@ -30,15 +33,37 @@ SIDECAR_SUFFIX = ".json"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
+class _Config(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class ConvertedModel(Protocol):
+    """What a converted file stores: LoadedGenerator, LoadedDFG."""
+
+    @property
+    def config(self) -> _Config: ...
+
+    @property
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+    @property
+    def source_format(self) -> str: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+
 def sidecar_path(weights: str | os.PathLike[str]) -> Path:
     """``<name>.json`` next to ``<name>.safetensors``."""
     return Path(weights).with_suffix(SIDECAR_SUFFIX)
 
 
-def save_project(loaded: LoadedGenerator, weights: str | os.PathLike[str]) -> Path:
-    """Write ``loaded`` as ``weights`` (must end in .safetensors) + its sidecar; returns the
-    sidecar path. The source digest and format are kept, so the converted file keeps the
-    model identity of the checkpoint it came from."""
+def save_converted(
+    loaded: ConvertedModel, weights: str | os.PathLike[str], fmt: str, version: int
+) -> Path:
+    """Write ``loaded`` as ``weights`` (must end in .safetensors) + its sidecar of format
+    ``fmt``; returns the sidecar path. The source digest and format are kept, so the
+    converted file keeps the model identity of the checkpoint it came from."""
     path = Path(weights)
     if path.suffix != WEIGHTS_SUFFIX:
         raise CheckpointError(f"{path}: converted weights must be named *{WEIGHTS_SUFFIX}")
@@ -46,8 +71,8 @@ def save_project(loaded: LoadedGenerator, weights: str | os.PathLike[str]) -> Pa
     with atomic_open(path, "wb") as out:
         out.write(blob)
     sidecar = {
-        "format": FORMAT,
-        "version": VERSION,
+        "format": fmt,
+        "version": version,
         "config": loaded.config.to_dict(),
         "source_sha256": loaded.sha256,
         "source_format": loaded.source_format,
@@ -58,7 +83,10 @@ def save_project(loaded: LoadedGenerator, weights: str | os.PathLike[str]) -> Pa
     return sidecar_path(path)
 
 
-def _read_sidecar(path: Path) -> dict[str, Any]:
+def read_sidecar(path: str | os.PathLike[str], fmt: str, version: int) -> dict[str, Any]:
+    """The checked sidecar of converted weights ``path``: format ``fmt``, version 1..
+    ``version``, a source digest and format (the config is left to the caller)."""
+    path = Path(path)
     sidecar = sidecar_path(path)
     if not sidecar.is_file():
         raise CheckpointError(
@@ -69,13 +97,13 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
         data = json.loads(sidecar.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{sidecar}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") != fmt:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise CheckpointError(f"{sidecar}: field format: expected {FORMAT!r}, found {found!r}")
-    version = data.get("version")
-    if not isinstance(version, int) or not 1 <= version <= VERSION:
+        raise CheckpointError(f"{sidecar}: field format: expected {fmt!r}, found {found!r}")
+    found_version = data.get("version")
+    if not isinstance(found_version, int) or not 1 <= found_version <= version:
         raise CheckpointError(
-            f"{sidecar}: field version: expected 1..{VERSION}, found {version!r} "
+            f"{sidecar}: field version: expected 1..{version}, found {found_version!r} "
             "(written by a newer Neural Face Rig?)"
         )
     digest = data.get("source_sha256")
@@ -89,10 +117,26 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     return data
 
 
+def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The tensors of converted weights, on the CPU."""
+    try:
+        return safetensors.torch.load_file(str(path), device="cpu")
+    except safetensors.SafetensorError as exc:
+        raise CheckpointError(f"{path}: truncated or damaged safetensors file ({exc})") from None
+
+
+# ------------------------------------------------------------------ StyleGAN2
+
+
+def save_project(loaded: LoadedGenerator, weights: str | os.PathLike[str]) -> Path:
+    """Write a StyleGAN2 generator as ``weights`` + sidecar; returns the sidecar path."""
+    return save_converted(loaded, weights, FORMAT, VERSION)
+
+
 def read_project(path: str | os.PathLike[str]) -> tuple[ReadResult, dict[str, Any]]:
     """Read a converted generator; returns the checked result and its sidecar dict."""
     path = Path(path)
-    data = _read_sidecar(path)
+    data = read_sidecar(path, FORMAT, VERSION)
     config_data = data.get("config")
     if not isinstance(config_data, dict):
         raise CheckpointError(f"{sidecar_path(path)}: field config: expected a JSON object")
@@ -100,9 +144,5 @@ def read_project(path: str | os.PathLike[str]) -> tuple[ReadResult, dict[str, An
         config = StyleGAN2Config.from_dict(config_data, f"{sidecar_path(path)} config")
     except GeneratorConfigError as exc:
         raise CheckpointError(str(exc)) from None
-    try:
-        state = safetensors.torch.load_file(str(path), device="cpu")
-    except safetensors.SafetensorError as exc:
-        raise CheckpointError(f"{path}: truncated or damaged safetensors file ({exc})") from None
     extras = {"converted_from": data["source_format"]}
-    return finish(config, state, str(path), extras), data
+    return finish(config, load_weights(path), str(path), extras), data

@@ -4,10 +4,16 @@ The pickle is a 3-tuple (G, D, Gs) of ``dnnlib.tflib.network.Network`` states; `
 moving-average generator) is converted. Its variables are numpy arrays under TF scope names;
 each is renamed, transposed and (for the up-sampling conv) spatially flipped into NVIDIA's
 PyTorch layout. StyleGAN1 pickles (Network state version 3) are refused by name.
+
+The Network-state helpers (``generator_network``, ``collect_variables``,
+``check_static_kwargs``, ``TFVariables``, ``mapping_state``, ``conv_weight``) serve the
+StyleGAN v1 reader of DiscoFaceGAN too: both generations share the Network pickle, the
+mapping's variable names and TF's kernel layout.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -18,6 +24,8 @@ from .loaded import ReadResult, finish, make_config, plain, with_resample_filter
 from .safe_pickle import TFNetworkState
 
 MIN_NETWORK_VERSION = 4
+# Top-level Gs variables with no PyTorch counterpart (progressive-growing level of detail).
+PROGRESSIVE_LOD_VARIABLES = frozenset({"lod", "synthesis/lod"})
 # Static kwargs that change nothing in the weights (truncation, training switches, graph
 # construction choices).
 _IGNORED_KWARGS = frozenset({
@@ -32,11 +40,24 @@ _REQUIRED_DEFAULTS: dict[str, object] = {
     "nonlinearity": "lrelu", "use_noise": True, "fmap_decay": 1.0, "fmap_min": 1,
     "normalize_latents": True,
 }
-# Top-level Gs variables with no PyTorch counterpart (progressive-growing level of detail).
-_UNUSED_VARIABLES = frozenset({"lod", "synthesis/lod"})
 
 
-def _collect_variables(net: TFNetworkState, label: str, prefix: str = "") -> dict[str, Any]:
+def generator_network(data: object, label: str, expected: str) -> TFNetworkState:
+    """``Gs`` of an unpickled TF snapshot (G, D, Gs), or a lone Network; ``expected`` names
+    the file kind in the error."""
+    if isinstance(data, tuple) and len(data) == 3 and all(
+        isinstance(net, TFNetworkState) for net in data
+    ):
+        return data[2]
+    if isinstance(data, TFNetworkState):
+        return data
+    raise CheckpointError(
+        f"{label}: expected {expected} (a tuple G, D, Gs of dnnlib Networks), "
+        f"found {type(data).__name__}"
+    )
+
+
+def collect_variables(net: TFNetworkState, label: str, prefix: str = "") -> dict[str, Any]:
     """All variables of a Network and its components, named ``component/scope/var``."""
     variables = net.get("variables")
     components = net.get("components", {})
@@ -59,7 +80,77 @@ def _collect_variables(net: TFNetworkState, label: str, prefix: str = "") -> dic
     for key, component in components.items():
         if not isinstance(component, TFNetworkState):
             raise CheckpointError(f"{label}: TF component {prefix + key} is not a Network")
-        out.update(_collect_variables(component, label, f"{prefix}{key}/"))
+        out.update(collect_variables(component, label, f"{prefix}{key}/"))
+    return out
+
+
+def check_static_kwargs(
+    kwargs: Mapping[str, Any],
+    known: Iterable[str],
+    required: Mapping[str, object],
+    label: str,
+    reader: str,
+) -> None:
+    """Refuse kwargs outside ``known`` | ``required`` and ``required`` kwargs whose value is
+    not their default; ``reader`` names the kwargs the reader knows."""
+    unknown = sorted(set(kwargs) - set(known) - set(required))
+    if unknown:
+        raise CheckpointError(
+            f"{label}: unknown TF generator kwarg(s) {', '.join(unknown)}; this reader knows "
+            f"{reader}"
+        )
+    for name, default in required.items():
+        if kwargs.get(name, default) != default:
+            raise CheckpointError(
+                f"{label}: TF kwarg {name}={kwargs[name]!r} is not supported (expected {default!r})"
+            )
+
+
+def conv_weight(kernel: np.ndarray, flip: bool) -> np.ndarray:
+    """TF [kh, kw, in, out] -> PyTorch [out, in, kh, kw]; TF stores the transposed
+    (up-sampling) conv's kernel flipped."""
+    if flip:
+        kernel = kernel[::-1, ::-1]
+    return kernel.transpose(3, 2, 0, 1)
+
+
+class TFVariables:
+    """TF variables by name, taken one by one into a state dict: each must be there, and in
+    the end every one must have been taken (``check_all_taken``)."""
+
+    def __init__(self, tf: Mapping[str, np.ndarray], label: str) -> None:
+        self.tf = tf
+        self.label = label
+        self._taken: set[str] = set()
+
+    def take(self, name: str, needed_for: str) -> np.ndarray:
+        if name not in self.tf:
+            raise CheckpointError(
+                f"{self.label}: missing TF variable {name} (needed for {needed_for})"
+            )
+        self._taken.add(name)
+        return self.tf[name]
+
+    def check_all_taken(self, ignored: frozenset[str], generator: str) -> None:
+        """Raise unless every variable outside ``ignored`` was taken; ``generator`` describes
+        the network they were read for."""
+        left = sorted(set(self.tf) - self._taken - ignored)
+        if left:
+            shown = ", ".join(f"{k} {tuple(np.shape(self.tf[k]))}" for k in left[:6])
+            raise CheckpointError(
+                f"{self.label}: unexpected TF variable(s) for a {generator}: {shown}"
+                + (f" and {len(left) - 6} more" if len(left) > 6 else "")
+            )
+
+
+def mapping_state(variables: TFVariables, mapping_layers: int) -> dict[str, np.ndarray]:
+    """``mapping.w_avg`` (TF ``dlatent_avg``) and ``mapping.fc{i}.weight`` [out, in] /
+    ``.bias`` (TF ``mapping/Dense{i}``): the same in StyleGAN v1 and v2 snapshots."""
+    out = {"mapping.w_avg": variables.take("dlatent_avg", "mapping.w_avg")}
+    for i in range(mapping_layers):
+        out[f"mapping.fc{i}.weight"] = variables.take(f"mapping/Dense{i}/weight",
+                                                      f"mapping.fc{i}").T
+        out[f"mapping.fc{i}.bias"] = variables.take(f"mapping/Dense{i}/bias", f"mapping.fc{i}")
     return out
 
 
@@ -68,18 +159,9 @@ def _config_from_static_kwargs(kwargs: dict[str, Any], label: str) -> StyleGAN2C
         "latent_size", "dlatent_size", "resolution", "num_channels", "mapping_layers",
         "mapping_fmaps", "mapping_lrmul", "w_avg_beta", "dlatent_avg_beta", "fmap_base",
         "fmap_max", "num_fp16_res", "conv_clamp", "architecture", "resample_kernel",
-    } | _IGNORED_KWARGS | set(_REQUIRED_DEFAULTS)
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise CheckpointError(
-            f"{label}: unknown TF generator kwarg(s) {', '.join(unknown)}; this reader knows "
-            "the StyleGAN2 G_main / stylegan2-ada TF kwargs only"
-        )
-    for name, default in _REQUIRED_DEFAULTS.items():
-        if kwargs.get(name, default) != default:
-            raise CheckpointError(
-                f"{label}: TF kwarg {name}={kwargs[name]!r} is not supported (expected {default!r})"
-            )
+    } | _IGNORED_KWARGS
+    check_static_kwargs(kwargs, known, _REQUIRED_DEFAULTS, label,
+                        "the StyleGAN2 G_main / stylegan2-ada TF kwargs only")
     w_dim = kwargs.get("dlatent_size", 512)
     if kwargs.get("mapping_fmaps", w_dim) != w_dim:
         raise CheckpointError(
@@ -105,27 +187,14 @@ def _config_from_static_kwargs(kwargs: dict[str, Any], label: str) -> StyleGAN2C
     )
 
 
-def _conv_weight(kernel: np.ndarray, flip: bool) -> np.ndarray:
-    """TF [kh, kw, in, out] -> PyTorch [out, in, kh, kw]; TF stores the transposed
-    (up-sampling) conv's kernel flipped."""
-    if flip:
-        kernel = kernel[::-1, ::-1]
-    return kernel.transpose(3, 2, 0, 1)
-
-
 def tf_to_nvidia(tf: dict[str, Any], config: StyleGAN2Config, label: str) -> dict[str, Any]:
     """Rename and re-lay TF variables (``mapping/...``, ``synthesis/...``, ``dlatent_avg``)
     into NVIDIA state-dict entries. Every TF variable must be used exactly once."""
-    used: set[str] = set()
-
-    def var(name: str, needed_for: str) -> np.ndarray:
-        if name not in tf:
-            raise CheckpointError(f"{label}: missing TF variable {name} (needed for {needed_for})")
-        used.add(name)
-        return tf[name]
+    variables = TFVariables(tf, label)
+    var = variables.take
 
     def modulated(scope: str, target: str, flip: bool, noise_index: int | None) -> None:
-        out[f"{target}.weight"] = _conv_weight(var(f"{scope}/weight", target), flip)
+        out[f"{target}.weight"] = conv_weight(var(f"{scope}/weight", target), flip)
         out[f"{target}.bias"] = var(f"{scope}/bias", target)
         out[f"{target}.affine.weight"] = var(f"{scope}/mod_weight", target).T
         # TF adds the style bias' constant 1 in the graph; PyTorch stores it in the bias.
@@ -134,10 +203,7 @@ def tf_to_nvidia(tf: dict[str, Any], config: StyleGAN2Config, label: str) -> dic
             out[f"{target}.noise_strength"] = var(f"{scope}/noise_strength", target)
             out[f"{target}.noise_const"] = var(f"synthesis/noise{noise_index}", target)[0, 0]
 
-    out: dict[str, Any] = {"mapping.w_avg": var("dlatent_avg", "mapping.w_avg")}
-    for i in range(config.mapping_layers):
-        out[f"mapping.fc{i}.weight"] = var(f"mapping/Dense{i}/weight", f"mapping.fc{i}").T
-        out[f"mapping.fc{i}.bias"] = var(f"mapping/Dense{i}/bias", f"mapping.fc{i}")
+    out: dict[str, Any] = mapping_state(variables, config.mapping_layers)
     out["synthesis.b4.const"] = var("synthesis/4x4/Const/const", "synthesis.b4.const")[0]
     for res in config.block_resolutions:
         log2 = int(np.log2(res))
@@ -148,30 +214,15 @@ def tf_to_nvidia(tf: dict[str, Any], config: StyleGAN2Config, label: str) -> dic
             modulated(f"{scope}/Conv0_up", f"{block}.conv0", True, 2 * log2 - 5)
             modulated(f"{scope}/Conv1", f"{block}.conv1", False, 2 * log2 - 4)
         modulated(f"{scope}/ToRGB", f"{block}.torgb", False, None)
-    left = sorted(set(tf) - used - _UNUSED_VARIABLES)
-    if left:
-        shown = ", ".join(f"{k} {tuple(tf[k].shape)}" for k in left[:6])
-        raise CheckpointError(
-            f"{label}: unexpected TF variable(s) for a {config.img_resolution} px "
-            f"{config.architecture} generator: {shown}"
-            + (f" and {len(left) - 6} more" if len(left) > 6 else "")
-        )
+    variables.check_all_taken(
+        PROGRESSIVE_LOD_VARIABLES, f"{config.img_resolution} px {config.architecture} generator"
+    )
     return out
 
 
 def read_tf_pkl(data: object, label: str) -> ReadResult:
     """An unpickled TF snapshot (G, D, Gs) or a lone Gs -> config + NVIDIA state dict."""
-    if isinstance(data, tuple) and len(data) == 3 and all(
-        isinstance(net, TFNetworkState) for net in data
-    ):
-        gs = data[2]
-    elif isinstance(data, TFNetworkState):
-        gs = data
-    else:
-        raise CheckpointError(
-            f"{label}: expected a TF StyleGAN2 pickle (a tuple G, D, Gs of dnnlib Networks), "
-            f"found {type(data).__name__}"
-        )
+    gs = generator_network(data, label, "a TF StyleGAN2 pickle")
     version = gs.get("version")
     if not isinstance(version, int) or version < MIN_NETWORK_VERSION:
         family = "a StyleGAN (v1) pickle" if version == 3 else "an unknown Network state"
@@ -185,7 +236,7 @@ def read_tf_pkl(data: object, label: str) -> ReadResult:
         raise CheckpointError(f"{label}: TF static_kwargs is a {type(kwargs).__name__}, not a dict")
     kwargs = plain(kwargs)  # numpy scalars -> Python numbers for the config checks
     config = _config_from_static_kwargs(kwargs, label)
-    tf = _collect_variables(gs, label)
+    tf = collect_variables(gs, label)
     if any(name.split("/")[-2].startswith("ToRGB_lod") for name in tf if name.count("/") >= 2):
         raise CheckpointError(
             f"{label}: this TF generator has progressive ToRGB_lod layers (architecture "

@@ -1,10 +1,11 @@
 """The DiscoFaceGAN backend: rig state -> 286-d input -> truncated W+ -> progressive image.
 
-``DFGEngine`` runs one DiscoFaceGAN generator on one device with the StyleGAN2 engine's
-contract: ``progressive`` yields the image after every block (the lower blocks through the
-progressive-growing ToRGB heads, previews only), cancellation is checked before each block
-that has to be computed, and the activations after every step are cached so that a run
-whose W+ changed only in later rows resumes where they start (bit-identical to a full run).
+``DFGEngine`` runs one DiscoFaceGAN generator on one device; it is a ``ProgressiveEngine``
+like the StyleGAN2 engine: ``progressive`` yields the image after every block (the lower
+blocks through the progressive-growing ToRGB heads, previews only), cancellation is checked
+before each block that has to be computed, and the activations after every step are cached
+so that a run whose W+ changed only in later rows resumes where they start (bit-identical to
+a full run).
 
 ``DiscoFaceGANBackend`` maps a ``RigState``: its rig vector gives the coefficients, its
 ``seed`` the 32-d noise (hair, background: what the rig does not cover), ``psi``/``cutoff``
@@ -15,48 +16,36 @@ generator's style-modulation weights.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from ...rig.params import RIG_SIZE, RigParams
-from ..backends import BACKENDS, BackendError, RigState, StyleGAN2Backend
-from ..engine import (
-    BlockImage,
-    Cancel,
-    RunStats,
-    SynthesisCancelled,
-    _cancel_requested,
-    check_precision,
-)
+from ..backends import BackendError, RigState, StyleGAN2Backend, checked_latent
+from ..engine import ProgressiveEngine
 from ..stylegan2.generator import GeneratorInputError, NoiseMode, Precision
-from .adapter import DEFAULT_CUTOFF, dfg_input, map_truncated, noise_from_seed
-from .config import DFGConfig
-from .generator import (
-    DFGGenerator,
-    DFGStep,
-    DFGSynthesisOptions,
-    SynthesisState,
-    check_noise_seeds,
-    check_ws,
+from .adapter import (
+    DEFAULT_CUTOFF,
+    dfg_input,
+    load_average_w_id,
+    map_truncated,
+    noise_from_seed,
 )
-from .tf_reader import LoadedDFG
+from .config import DFGConfig
+from .generator import DFGGenerator, DFGSynthesisOptions, check_noise_seeds, check_ws
+from .tf_reader import LoadedDFG, load_dfg_generator
 
 BACKEND_NAME = "discofacegan"
+AVERAGE_W_NAMES = ("{stem}-average_w_id.txt", "{stem}_average_w_id.txt", "average_w_id.txt")
 
 
-@dataclass
-class _Cache:
-    key: tuple[Any, ...]
-    ws: torch.Tensor
-    states: list[SynthesisState]  # states[i] = state after step i
-
-
-class DFGEngine:
+class DFGEngine(ProgressiveEngine):
     """Runs a DiscoFaceGAN generator; not thread-safe (one engine per worker thread)."""
+
+    options_type = DFGSynthesisOptions
 
     def __init__(
         self,
@@ -67,8 +56,8 @@ class DFGEngine:
         noise_mode: NoiseMode = "const",
         cache: bool = True,
     ) -> None:
-        self.device = torch.device(device)
-        self.generator = generator.to(self.device).eval().requires_grad_(False)
+        dev = torch.device(device)
+        self.generator = generator.to(dev).eval().requires_grad_(False)
         self.config: DFGConfig = generator.config
         self.w_avg_id: torch.Tensor | None = None
         if w_avg_id is not None:
@@ -78,14 +67,10 @@ class DFGEngine:
                 raise GeneratorInputError(
                     f"w_avg_id: expected shape {list(expected)}, found {list(avg.shape)}"
                 )
-            self.w_avg_id = avg.to(self.device)
-        check_precision(self.device, precision)
-        self.precision: Precision = precision
-        self.noise_mode: NoiseMode = noise_mode
-        self.use_cache = cache
-        self._cache: _Cache | None = None
-        self.last_run: RunStats | None = None
-        self._steps: tuple[DFGStep, ...] = self.generator.synthesis.steps
+            self.w_avg_id = avg.to(dev)
+        synthesis = self.generator.synthesis
+        super().__init__(synthesis.steps, synthesis.run_step, dev, precision, noise_mode, None,
+                         cache)
 
     @property
     def num_ws(self) -> int:
@@ -116,96 +101,11 @@ class DFGEngine:
 
     # -------------------------------------------------------------- synthesis
 
-    def synthesize(self, ws: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """W+ -> image [N, C, R, R] float32 (R = ``stop_res`` or the full resolution)."""
-        return list(self.progressive(ws, **kwargs))[-1].image
-
-    def progressive(
-        self,
-        ws: torch.Tensor,
-        *,
-        stop_res: int | None = None,
-        cancel: Cancel = None,
-        precision: Precision | None = None,
-        noise_mode: NoiseMode | None = None,
-        noise_seed: int | Sequence[int] | None = None,
-    ) -> Iterator[BlockImage]:
-        """Yield the image after every block up to ``stop_res``; raises SynthesisCancelled
-        before a block that has to be computed when ``cancel`` is set."""
-        options = self._options(precision, noise_mode, noise_seed)
+    def _prepare_ws(self, ws: torch.Tensor, options: DFGSynthesisOptions) -> torch.Tensor:
         ws = ws.to(device=self.device, dtype=torch.float32)
         check_ws(self.config, ws)
         check_noise_seeds(options, ws.shape[0])
-        stop_res = self._check_stop_res(stop_res)
-        last = max(s.position for s in self._steps if s.res == stop_res)
-        states = self._reusable_states(ws, options)
-        resume, executed = len(states), 0
-        net = self.generator.synthesis
-        try:
-            with torch.inference_mode():
-                for step in self._steps[: last + 1]:
-                    if step.position >= resume:
-                        starts_block = step.position == resume or (
-                            step.layer is not None and step.layer % 2 == 0
-                        )
-                        if starts_block and _cancel_requested(cancel):
-                            raise SynthesisCancelled(f"cancelled before the {step.res} px block")
-                        prev = states[-1] if states else (None, None)
-                        states.append(net.run_step(step, prev, ws, options))
-                        executed += 1
-                    if step.layer is None:
-                        image = states[step.position][1]
-                        assert image is not None
-                        final = step.res == self.config.img_resolution
-                        yield BlockImage(step.res, image.clone(), final=final)
-        finally:
-            self.last_run = RunStats(min(resume, last + 1), executed, len(self._steps))
-
-    def clear_cache(self) -> None:
-        self._cache = None
-
-    def _options(
-        self,
-        precision: Precision | None,
-        noise_mode: NoiseMode | None,
-        noise_seed: int | Sequence[int] | None,
-    ) -> DFGSynthesisOptions:
-        precision = precision or self.precision
-        check_precision(self.device, precision)
-        seeds = None if noise_seed is None else (
-            (int(noise_seed),) if isinstance(noise_seed, int) else tuple(map(int, noise_seed))
-        )
-        return DFGSynthesisOptions(
-            noise_mode=noise_mode or self.noise_mode, noise_seeds=seeds, precision=precision
-        )
-
-    def _check_stop_res(self, stop_res: int | None) -> int:
-        if stop_res is None:
-            return self.config.img_resolution
-        if stop_res not in self.config.block_resolutions:
-            raise GeneratorInputError(
-                f"stop_res: expected one of {', '.join(map(str, self.config.block_resolutions))}"
-                f", found {stop_res}"
-            )
-        return stop_res
-
-    def _reusable_states(
-        self, ws: torch.Tensor, options: DFGSynthesisOptions
-    ) -> list[SynthesisState]:
-        """States of the cached run still valid for ``ws``; re-arms the cache for ``ws``."""
-        if not self.use_cache:
-            return []
-        key = (options, tuple(ws.shape), self.device)
-        cache = self._cache
-        states: list[SynthesisState] = []
-        if cache is not None and cache.key == key:
-            changed = {r for r in range(self.num_ws) if not torch.equal(ws[:, r], cache.ws[:, r])}
-            first_dirty = min(
-                (s.position for s in self._steps if s.layer in changed), default=len(self._steps)
-            )
-            states = cache.states[:first_dirty]
-        self._cache = _Cache(key, ws.clone(), states)
-        return states
+        return ws
 
 
 def sefa_matrices(loaded: LoadedDFG) -> dict[int, torch.Tensor]:
@@ -257,18 +157,10 @@ class DiscoFaceGANBackend(StyleGAN2Backend):
         engine, cfg = self.engine, self.engine.config
         cutoff = DEFAULT_CUTOFF if state.cutoff is None else state.cutoff
         if state.latent is not None:
-            latent = torch.as_tensor(np.asarray(state.latent, dtype=np.float32))
-            expected = {"z": (cfg.z_dim,), "w+": (cfg.num_ws, cfg.w_dim)}.get(state.latent_space)
-            if expected is None:
-                raise BackendError(
-                    f"latent_space: DiscoFaceGAN takes 'z' (the {cfg.z_dim}-d input) or 'w+', "
-                    f"found {state.latent_space!r}"
-                )
-            if tuple(latent.shape) != expected:
-                raise BackendError(
-                    f"latent ({state.latent_space}): expected shape {list(expected)}, "
-                    f"found {list(latent.shape)}"
-                )
+            shapes = {"z": (cfg.z_dim,), "w+": (cfg.num_ws, cfg.w_dim)}
+            latent = checked_latent(
+                state, shapes, f"DiscoFaceGAN takes 'z' (the {cfg.z_dim}-d input) or 'w+'"
+            )
             if state.latent_space == "z":
                 return engine.map(latent[None], state.psi, cutoff)
             return latent[None].to(engine.device)
@@ -282,4 +174,20 @@ class DiscoFaceGANBackend(StyleGAN2Backend):
         return engine.map(z, state.psi, cutoff)
 
 
-BACKENDS.setdefault(DiscoFaceGANBackend.name, DiscoFaceGANBackend)
+def load_backend(model_path: str, device: str, files: Mapping[str, str]) -> DiscoFaceGANBackend:
+    """The worker's loader signature: DiscoFaceGAN's TF .pkl or converted .safetensors, plus
+    its identity-average W: ``files["average_w_id"]`` or an ``average_w_id.txt`` beside the
+    model (none: psi 1 only)."""
+    loaded = load_dfg_generator(model_path)
+    average = files.get("average_w_id") or _average_w_beside(model_path)
+    w_avg_id = load_average_w_id(average, loaded.config) if average else None
+    return DiscoFaceGANBackend.from_dfg(loaded, w_avg_id, device)
+
+
+def _average_w_beside(model_path: str) -> str:
+    path = Path(model_path)
+    for pattern in AVERAGE_W_NAMES:
+        candidate = path.with_name(pattern.format(stem=path.stem))
+        if candidate.is_file():
+            return str(candidate)
+    return ""

@@ -18,11 +18,12 @@ Names (ours; the TF reader maps the released variables onto them):
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..config_json import config_from_dict
 from ..errors import CheckpointError, NeuralError
+from ..stylegan2.config import ResolutionLadder, require_int, shape_mismatch
 
 COEFF_DIM = 254  # [id 80 | tex 80 | exp 64 | rot 3 | gamma 27]
 
@@ -32,7 +33,7 @@ class DFGConfigError(NeuralError):
 
 
 @dataclass(frozen=True)
-class DFGConfig:
+class DFGConfig(ResolutionLadder):
     """Architecture of a DiscoFaceGAN (StyleGAN v1) generator; defaults are the release.
 
     Channels at resolution R follow TF's ``nf(log2(R) - 1) = min(fmap_base * 2 / R,
@@ -56,15 +57,6 @@ class DFGConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "blur_filter", tuple(self.blur_filter))
         _validate(self)
-
-    @property
-    def num_ws(self) -> int:
-        """Style layers = W+ rows: 2 log2(R) - 2 (14 at 256 px)."""
-        return 2 * int(math.log2(self.img_resolution)) - 2
-
-    @property
-    def block_resolutions(self) -> tuple[int, ...]:
-        return tuple(2**i for i in range(2, int(math.log2(self.img_resolution)) + 1))
 
     def channels(self, res: int) -> int:
         if res not in self.block_resolutions:
@@ -100,36 +92,17 @@ class DFGConfig:
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> DFGConfig:
         """Build from a JSON object; unknown keys are an error, missing keys take defaults."""
-        if not isinstance(data, dict):
-            raise DFGConfigError(f"{source}: expected a JSON object, found {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DFGConfigError(
-                f"{source}: unknown DiscoFaceGAN config field(s) {', '.join(unknown)}; "
-                f"expected some of {', '.join(sorted(known))}"
-            )
-        try:
-            return cls(**data)
-        except DFGConfigError as exc:
-            raise DFGConfigError(f"{source}: {exc}") from None
+        return config_from_dict(cls, data, source, DFGConfigError, "DiscoFaceGAN")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-
-def _require_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise DFGConfigError(f"field {name}: expected an integer, found {value!r}")
-    if value < minimum:
-        raise DFGConfigError(f"field {name}: expected >= {minimum}, found {value}")
 
 
 def _validate(c: DFGConfig) -> None:
     for name, minimum in (("z_dim", 1), ("noise_dim", 0), ("w_dim", 1), ("img_resolution", 8),
                           ("img_channels", 1), ("mapping_layers", 1), ("fmap_base", 1),
                           ("fmap_max", 1), ("fused_min_res", 1)):
-        _require_int(name, getattr(c, name), minimum)
+        require_int(name, getattr(c, name), minimum, DFGConfigError)
     if c.img_resolution & (c.img_resolution - 1):
         raise DFGConfigError(
             f"field img_resolution: expected a power of two >= 8, found {c.img_resolution}"
@@ -186,15 +159,9 @@ def expected_state_shapes(config: DFGConfig) -> dict[str, tuple[int, ...]]:
 
 def check_state_shapes(config: DFGConfig, state: dict[str, Any], source: str) -> None:
     """Raise CheckpointError unless ``state`` has exactly the keys and shapes of the config."""
-    expected = expected_state_shapes(config)
-    problems = [f"missing key {k} (shape {expected[k]})" for k in expected if k not in state]
-    problems += [f"unexpected key {k}" for k in state if k not in expected]
-    for k, shape in expected.items():
-        if k in state and tuple(state[k].shape) != shape:
-            problems.append(f"key {k}: expected shape {shape}, found {tuple(state[k].shape)}")
+    problems = shape_mismatch(expected_state_shapes(config), state)
     if problems:
-        more = f"; and {len(problems) - 8} more" if len(problems) > 8 else ""
         raise CheckpointError(
             f"{source}: does not match the DiscoFaceGAN config ({config.img_resolution} px, "
-            f"z_dim {config.z_dim}, w_dim {config.w_dim}): {'; '.join(problems[:8])}{more}"
+            f"z_dim {config.z_dim}, w_dim {config.w_dim}): {problems}"
         )

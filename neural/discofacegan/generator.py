@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError
 from ..stylegan2.generator import (
-    NOISE_MODES,
-    PRECISIONS,
+    FullyConnected,
     GeneratorInputError,
-    NoiseMode,
-    Precision,
+    NoiseAndPrecision,
+    SynthesisState,
+    check_shape,
+    load_frozen,
     random_noise,
 )
 from .config import DFGConfig, check_state_shapes, expected_state_shapes
@@ -75,29 +75,6 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-class Dense(nn.Module):
-    """TF ``dense`` + ``apply_bias`` with equalised learning rate: weight [out, in]."""
-
-    def __init__(
-        self, in_features: int, out_features: int, gain: float, lr_multiplier: float = 1.0
-    ) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features))
-        self.weight_gain = gain / math.sqrt(in_features) * lr_multiplier
-        self.bias_gain = lr_multiplier
-
-    def forward(self, x: torch.Tensor, batched: bool = False) -> torch.Tensor:
-        """x [N, in] -> [N, out] float32. Unless ``batched``, rows are multiplied one at a
-        time, so a sample's result does not depend on the rest of its batch."""
-        weight_t = (self.weight * self.weight_gain).t()
-        bias = self.bias * self.bias_gain
-        if batched:
-            return torch.addmm(bias, x, weight_t)
-        rows = [torch.addmm(bias, x[n : n + 1], weight_t) for n in range(x.shape[0])]
-        return rows[0] if len(rows) == 1 else torch.cat(rows)
-
-
 class MappingNetwork(nn.Module):
     """z [N, z_dim] (coefficients + noise, no normalisation) -> w [N, w_dim]."""
 
@@ -108,12 +85,13 @@ class MappingNetwork(nn.Module):
         self.config = config
         for i in range(config.mapping_layers):
             fan_in = config.z_dim if i == 0 else config.w_dim
-            layer = Dense(fan_in, config.w_dim, ACT_GAIN, config.mapping_lr_multiplier)
+            layer = FullyConnected(fan_in, config.w_dim, config.mapping_lr_multiplier,
+                                   gain=ACT_GAIN)
             self.add_module(f"fc{i}", layer)
         self.register_buffer("w_avg", torch.zeros(config.w_dim))
 
     def forward(self, z: torch.Tensor, batched: bool = False) -> torch.Tensor:
-        _check_shape("z", z, (None, self.config.z_dim))
+        check_shape("z", z, (None, self.config.z_dim))
         x = z.float()
         for i in range(self.config.mapping_layers):
             x = F.leaky_relu(getattr(self, f"fc{i}")(x, batched), LRELU_SLOPE)
@@ -138,7 +116,7 @@ class StyleLayer(nn.Module):
             self.weight_gain = ACT_GAIN / math.sqrt(cin * 9)
         self.noise_strength = nn.Parameter(torch.zeros(cout))
         self.bias = nn.Parameter(torch.zeros(cout))
-        self.style = Dense(config.w_dim, 2 * cout, 1.0)
+        self.style = FullyConnected(config.w_dim, 2 * cout)
         self.register_buffer("noise_const", torch.zeros(self.res, self.res))
         if self.kind.startswith("up"):
             self.register_buffer(
@@ -227,12 +205,26 @@ class ToRGB(nn.Module):
 
 @dataclass(frozen=True)
 class DFGStep:
-    """One unit of synthesis: style layer ``index`` (W+ row ``index``) or the ToRGB of block
-    ``res`` (layer=None). ``position`` is the step's place in execution order."""
+    """One unit of synthesis: style layer ``layer`` (W+ row ``layer``) or the ToRGB of block
+    ``res`` (layer=None). ``index`` is the step's place in execution order."""
 
-    position: int
+    index: int
     res: int
     layer: int | None
+
+    @property
+    def w_index(self) -> int | None:
+        """The W+ row this step consumes (None: a ToRGB, which has no style)."""
+        return self.layer
+
+    @property
+    def makes_image(self) -> bool:
+        return self.layer is None
+
+    @property
+    def starts_block(self) -> bool:
+        """Layer 0 (the constant) and every up-sampling layer begin a block."""
+        return self.layer is not None and self.layer % 2 == 0
 
 
 def synthesis_steps(config: DFGConfig) -> tuple[DFGStep, ...]:
@@ -246,28 +238,11 @@ def synthesis_steps(config: DFGConfig) -> tuple[DFGStep, ...]:
 
 
 @dataclass(frozen=True)
-class DFGSynthesisOptions:
-    """noise_mode: "const" (the checkpoint's noise, DiscoFaceGAN's randomize_noise=False),
-    "none", or "random" (seeded per sample, device-independent). precision: "fp32", "bf16"
-    (previews on native-bf16 hardware) or "fp16" (CUDA); image and statistics of the style
-    dense layers stay float32. channels_last: None = on CPU."""
-
-    noise_mode: NoiseMode = "const"
-    noise_seeds: tuple[int, ...] | None = None
-    precision: Precision = "fp32"
-    channels_last: bool | None = None
-
-    def __post_init__(self) -> None:
-        if self.noise_mode not in NOISE_MODES:
-            raise GeneratorInputError(
-                f"noise_mode: expected one of {', '.join(NOISE_MODES)}, found {self.noise_mode!r}"
-            )
-        if self.precision not in PRECISIONS:
-            raise GeneratorInputError(
-                f"precision: expected one of {', '.join(PRECISIONS)}, found {self.precision!r}"
-            )
-        if self.noise_mode == "random" and not self.noise_seeds:
-            raise GeneratorInputError("noise_mode 'random' needs noise_seeds (one per sample)")
+class DFGSynthesisOptions(NoiseAndPrecision):
+    """``NoiseAndPrecision`` for DiscoFaceGAN: noise_mode "const" is the checkpoint's noise
+    (DiscoFaceGAN's randomize_noise=False); precision "bf16" (previews on native-bf16
+    hardware) or "fp16" (CUDA) runs every layer in it, the image and the statistics of the
+    style dense layers stay float32; channels_last: None = on CPU."""
 
     @property
     def dtype(self) -> torch.dtype:
@@ -278,10 +253,6 @@ class DFGSynthesisOptions:
     def memory_format(self, device: torch.device) -> torch.memory_format:
         use_cl = device.type == "cpu" if self.channels_last is None else self.channels_last
         return torch.channels_last if use_cl else torch.contiguous_format
-
-
-SynthesisState = tuple[torch.Tensor | None, torch.Tensor | None]
-"""(features [N, C, R, R], image [N, img_channels, R, R] float32 or None) between steps."""
 
 
 class SynthesisNetwork(nn.Module):
@@ -369,14 +340,7 @@ class DFGGenerator(nn.Module):
         """Build from project-named tensors; every key and shape is checked."""
         state = dict(state)
         check_state_shapes(config, state, source)
-        for key, value in state.items():
-            if not value.is_floating_point():
-                raise CheckpointError(
-                    f"{source}: key {key} has dtype {value.dtype}, expected float"
-                )
-        gen = cls(config)
-        gen.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-        return gen.eval().requires_grad_(False)
+        return load_frozen(cls(config), state, source)
 
     def map(self, z: torch.Tensor, batched: bool = False) -> torch.Tensor:
         """z [N, z_dim] -> W+ [N, num_ws, w_dim] (the broadcast mapping output)."""
@@ -408,19 +372,11 @@ def random_state_dict(config: DFGConfig, seed: int = 0) -> dict[str, torch.Tenso
 
 
 def check_ws(config: DFGConfig, ws: torch.Tensor) -> None:
-    _check_shape("W+", ws, (None, config.num_ws, config.w_dim))
+    check_shape("W+", ws, (None, config.num_ws, config.w_dim))
 
 
 def check_noise_seeds(options: DFGSynthesisOptions, batch: int) -> None:
     seeds = options.noise_seeds
     if options.noise_mode == "random" and seeds is not None and len(seeds) not in (1, batch):
         raise GeneratorInputError(f"noise_seeds: expected 1 or {batch} seeds, found {len(seeds)}")
-
-
-def _check_shape(name: str, t: torch.Tensor, shape: tuple[int | None, ...]) -> None:
-    if t.dim() != len(shape) or any(
-        s is not None and s != d for s, d in zip(shape, t.shape, strict=True)
-    ):
-        want = "[" + ", ".join("N" if s is None else str(s) for s in shape) + "]"
-        raise GeneratorInputError(f"{name}: expected shape {want}, found {list(t.shape)}")
 

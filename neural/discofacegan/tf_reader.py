@@ -15,7 +15,6 @@ Converted files: ``<name>.safetensors`` (the names of ``config.py``) + ``<name>.
 
 from __future__ import annotations
 
-import json
 import os
 import pickletools
 import re
@@ -24,16 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors
-import safetensors.torch
 import torch
 
-from ...rig.atomic import atomic_open
 from ..checkpoints import detect_container, file_sha256
-from ..checkpoints.loaded import as_float_tensor, plain
-from ..checkpoints.project_format import WEIGHTS_SUFFIX, sidecar_path
+from ..checkpoints.loaded import check_finite, float_tensors, plain
+from ..checkpoints.project_format import load_weights, read_sidecar, save_converted, sidecar_path
 from ..checkpoints.safe_pickle import TFNetworkState, load_pickle_file
-from ..checkpoints.tf_pkl import _collect_variables, _conv_weight
+from ..checkpoints.tf_pkl import (
+    PROGRESSIVE_LOD_VARIABLES,
+    TFVariables,
+    check_static_kwargs,
+    collect_variables,
+    conv_weight,
+    generator_network,
+    mapping_state,
+)
 from ..errors import CheckpointError
 from .config import COEFF_DIM, DFGConfig, DFGConfigError, check_state_shapes
 
@@ -41,8 +45,6 @@ FORMAT = "nfr-discofacegan"
 VERSION = 1
 TF_PKL = "dfg-tf-pkl"
 STYLEGAN1_NETWORK_VERSIONS = (2, 3)
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_UNUSED = frozenset({"lod", "synthesis/lod"})
 # Static kwargs of G_style / G_mapping / G_synthesis whose value does not change the weights'
 # meaning (training switches, graph construction, truncation and latent normalisation, both
 # commented out in DiscoFaceGAN's networks).
@@ -106,17 +108,7 @@ def is_stylegan1_tf_pickle(path: str | os.PathLike[str], max_opcodes: int = 400)
 
 
 def _generator_state(data: object, label: str) -> TFNetworkState:
-    if isinstance(data, tuple) and len(data) == 3 and all(
-        isinstance(net, TFNetworkState) for net in data
-    ):
-        gs = data[2]
-    elif isinstance(data, TFNetworkState):
-        gs = data
-    else:
-        raise CheckpointError(
-            f"{label}: expected DiscoFaceGAN's TF pickle (a tuple G, D, Gs of dnnlib "
-            f"Networks), found {type(data).__name__}"
-        )
+    gs = generator_network(data, label, "DiscoFaceGAN's TF pickle")
     version = gs.get("version")
     if version not in STYLEGAN1_NETWORK_VERSIONS:
         hint = (" (a StyleGAN2 TF pickle: load it as a StyleGAN2 generator)"
@@ -144,19 +136,9 @@ def _static_kwargs(gs: TFNetworkState, label: str) -> dict[str, Any]:
                 f"{type(kwargs).__name__}, not a dict"
             )
         merged.update(kwargs)
-    known = _IGNORED_KWARGS | _CONFIG_KWARGS | set(_SHAPE_KWARGS) | set(_REQUIRED)
-    unknown = sorted(set(merged) - known)
-    if unknown:
-        raise CheckpointError(
-            f"{label}: unknown TF generator kwarg(s) {', '.join(unknown)}; this reader knows "
-            "DiscoFaceGAN's G_style / G_mapping / G_synthesis kwargs"
-        )
-    for name, default in _REQUIRED.items():
-        if merged.get(name, default) != default:
-            raise CheckpointError(
-                f"{label}: TF kwarg {name}={merged[name]!r} is not supported "
-                f"(DiscoFaceGAN uses {default!r})"
-            )
+    known = _IGNORED_KWARGS | _CONFIG_KWARGS | set(_SHAPE_KWARGS)
+    check_static_kwargs(merged, known, _REQUIRED, label,
+                        "DiscoFaceGAN's G_style / G_mapping / G_synthesis kwargs")
     return merged
 
 
@@ -226,25 +208,16 @@ def tf_to_project(
     tf: dict[str, np.ndarray], config: DFGConfig, label: str
 ) -> dict[str, np.ndarray]:
     """Rename and re-lay TF variables into the project's names; each is used exactly once."""
-    used: set[str] = set()
-
-    def var(name: str, target: str) -> np.ndarray:
-        if name not in tf:
-            raise CheckpointError(f"{label}: missing TF variable {name} (needed for {target})")
-        used.add(name)
-        return tf[name]
-
-    out: dict[str, np.ndarray] = {"mapping.w_avg": var("dlatent_avg", "mapping.w_avg")}
-    for i in range(config.mapping_layers):
-        out[f"mapping.fc{i}.weight"] = var(f"mapping/Dense{i}/weight", f"mapping.fc{i}").T
-        out[f"mapping.fc{i}.bias"] = var(f"mapping/Dense{i}/bias", f"mapping.fc{i}")
+    variables = TFVariables(tf, label)
+    var = variables.take
+    out = mapping_state(variables, config.mapping_layers)
     out["synthesis.const"] = var("synthesis/4x4/Const/const", "synthesis.const")[0]
     for i in range(config.num_ws):
         res = config.layer_resolution(i)
         name = ("Const", "Conv")[i] if i < 2 else ("Conv0_up", "Conv1")[i % 2]
         scope, target = f"synthesis/{res}x{res}/{name}", f"synthesis.layer{i}"
         if i > 0:
-            out[f"{target}.weight"] = _conv_weight(var(f"{scope}/weight", target), flip=False)
+            out[f"{target}.weight"] = conv_weight(var(f"{scope}/weight", target), flip=False)
         out[f"{target}.noise_strength"] = var(f"{scope}/Noise/weight", target)
         out[f"{target}.bias"] = var(f"{scope}/bias", target)
         out[f"{target}.style.weight"] = var(f"{scope}/StyleMod/weight", target).T
@@ -254,32 +227,25 @@ def tf_to_project(
     for res in config.block_resolutions:
         lod = int(np.log2(config.img_resolution // res))
         scope, target = f"synthesis/ToRGB_lod{lod}", f"synthesis.torgb{res}"
-        out[f"{target}.weight"] = _conv_weight(var(f"{scope}/weight", target), flip=False)
+        out[f"{target}.weight"] = conv_weight(var(f"{scope}/weight", target), flip=False)
         out[f"{target}.bias"] = var(f"{scope}/bias", target)
-    for name in _UNUSED & set(tf):
+    for name in PROGRESSIVE_LOD_VARIABLES & set(tf):
         if np.any(np.asarray(tf[name]) != 0):
             raise CheckpointError(
                 f"{label}: TF variable {name} = {float(np.asarray(tf[name]).max()):g}: a snapshot "
                 "taken while the network was still growing; only fully grown generators "
                 "(lod 0) are supported"
             )
-    left = sorted(set(tf) - used - _UNUSED)
-    if left:
-        shown = ", ".join(f"{k} {tuple(np.shape(tf[k]))}" for k in left[:6])
-        raise CheckpointError(
-            f"{label}: unexpected TF variable(s) for a {config.img_resolution} px DiscoFaceGAN "
-            f"generator: {shown}" + (f" and {len(left) - 6} more" if len(left) > 6 else "")
-        )
+    variables.check_all_taken(
+        PROGRESSIVE_LOD_VARIABLES, f"{config.img_resolution} px DiscoFaceGAN generator"
+    )
     return out
 
 
 def _finish(config: DFGConfig, state: dict[str, Any], label: str) -> dict[str, torch.Tensor]:
-    tensors = {k: as_float_tensor(np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v,
-                                  k, label) for k, v in state.items()}
+    tensors = float_tensors(state, label)
     check_state_shapes(config, tensors, label)
-    for key, tensor in tensors.items():
-        if not torch.isfinite(tensor).all():
-            raise CheckpointError(f"{label}: {key} holds non-finite values (NaN or inf)")
+    check_finite(tensors, label)
     return tensors
 
 
@@ -287,7 +253,7 @@ def read_dfg_pickle_data(data: object, label: str, sha256: str) -> LoadedDFG:
     """An unpickled (G, D, Gs) tuple (or a lone Gs) -> LoadedDFG."""
     gs = _generator_state(data, label)
     kwargs = _static_kwargs(gs, label)
-    tf = {k: np.asarray(v) for k, v in _collect_variables(gs, label).items()}
+    tf = {k: np.asarray(v) for k, v in collect_variables(gs, label).items()}
     config = _config(tf, kwargs, label)
     state = _finish(config, tf_to_project(tf, config, label), label)
     extras = {"network_name": gs.get("name"), "network_version": gs.get("version"),
@@ -301,67 +267,17 @@ def read_dfg_pickle_data(data: object, label: str, sha256: str) -> LoadedDFG:
 def save_dfg_project(loaded: LoadedDFG, weights: str | os.PathLike[str]) -> Path:
     """Write ``weights`` (*.safetensors) + sidecar atomically, weights first; returns the
     sidecar path. The source digest is kept as the model's identity."""
-    path = Path(weights)
-    if path.suffix != WEIGHTS_SUFFIX:
-        raise CheckpointError(f"{path}: converted weights must be named *{WEIGHTS_SUFFIX}")
-    blob = safetensors.torch.save({k: v.contiguous() for k, v in loaded.state_dict.items()})
-    with atomic_open(path, "wb") as out:
-        out.write(blob)
-    sidecar = {
-        "format": FORMAT,
-        "version": VERSION,
-        "config": loaded.config.to_dict(),
-        "source_sha256": loaded.sha256,
-        "source_format": loaded.source_format,
-    }
-    with atomic_open(sidecar_path(path), "w", encoding="utf-8") as out:
-        json.dump(sidecar, out, indent=2, sort_keys=True)
-        out.write("\n")
-    return sidecar_path(path)
-
-
-def _read_sidecar(path: Path) -> dict[str, Any]:
-    sidecar = sidecar_path(path)
-    if not sidecar.is_file():
-        raise CheckpointError(
-            f"{path}: safetensors weights without their sidecar {sidecar.name} (converted "
-            "DiscoFaceGAN generators are a .safetensors + .json pair)"
-        )
-    try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{sidecar}: not valid JSON ({exc})") from None
-    found = data.get("format") if isinstance(data, dict) else type(data).__name__
-    if found != FORMAT:
-        raise CheckpointError(f"{sidecar}: field format: expected {FORMAT!r}, found {found!r}")
-    version = data.get("version")
-    if not isinstance(version, int) or not 1 <= version <= VERSION:
-        raise CheckpointError(
-            f"{sidecar}: field version: expected 1..{VERSION}, found {version!r} "
-            "(written by a newer Neural Face Rig?)"
-        )
-    digest = data.get("source_sha256")
-    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
-        raise CheckpointError(
-            f"{sidecar}: field source_sha256: expected 64 lowercase hex digits, found {digest!r}"
-        )
-    if not isinstance(data.get("source_format"), str):
-        raise CheckpointError(f"{sidecar}: field source_format: expected a string")
-    return data
+    return save_converted(loaded, weights, FORMAT, VERSION)
 
 
 def read_dfg_project(path: str | os.PathLike[str]) -> LoadedDFG:
     path = Path(path)
-    data = _read_sidecar(path)
+    data = read_sidecar(path, FORMAT, VERSION)
     try:
         config = DFGConfig.from_dict(data.get("config"), f"{sidecar_path(path)} config")
     except DFGConfigError as exc:
         raise CheckpointError(str(exc)) from None
-    try:
-        state = safetensors.torch.load_file(str(path), device="cpu")
-    except safetensors.SafetensorError as exc:
-        raise CheckpointError(f"{path}: truncated or damaged safetensors file ({exc})") from None
-    tensors = _finish(config, dict(state), str(path))
+    tensors = _finish(config, load_weights(path), str(path))
     extras = {"converted_from": data["source_format"]}
     return LoadedDFG(config, tensors, FORMAT, data["source_sha256"], extras)
 
@@ -370,8 +286,6 @@ def load_dfg_generator(path: str | os.PathLike[str]) -> LoadedDFG:
     """DiscoFaceGAN's TF ``.pkl`` or a converted ``.safetensors``; format from the content."""
     path = Path(path)
     label = str(path)
-    if not path.is_file():
-        raise CheckpointError(f"{label}: no such file")
     container = detect_container(path)
     if container == "safetensors":
         return read_dfg_project(path)

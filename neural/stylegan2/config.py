@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..config_json import config_from_dict
 from ..errors import CheckpointError, NeuralError
 
 SUPPORTED_ARCHITECTURES = ("skip",)
@@ -21,8 +23,45 @@ class GeneratorConfigError(NeuralError):
     """A generator configuration is invalid or describes an unsupported architecture."""
 
 
+class ResolutionLadder:
+    """Blocks of 4, 8, ..., ``img_resolution`` px and their W+ rows: the same in StyleGAN v1
+    (DiscoFaceGAN) and v2, mixed into both generator configs."""
+
+    img_resolution: int
+
+    @property
+    def num_ws(self) -> int:
+        """Number of W+ rows (style layers): 2 * log2(img_resolution) - 2 (18 at 1024)."""
+        return 2 * int(math.log2(self.img_resolution)) - 2
+
+    @property
+    def block_resolutions(self) -> tuple[int, ...]:
+        """Output resolutions of the synthesis blocks: 4, 8, ..., img_resolution."""
+        return tuple(2**i for i in range(2, int(math.log2(self.img_resolution)) + 1))
+
+
+def require_int(name: str, value: Any, minimum: int, error: type[NeuralError]) -> None:
+    """Raise ``error`` unless config field ``name`` is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise error(f"field {name}: expected an integer, found {value!r}")
+    if value < minimum:
+        raise error(f"field {name}: expected >= {minimum}, found {value}")
+
+
+def shape_mismatch(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, Any]) -> str:
+    """What keeps ``state`` from having exactly the keys and shapes of ``expected`` (missing,
+    unexpected, mis-shaped: "key X: expected shape A, found B"; the first 8), or ''."""
+    problems = [f"missing key {k} (shape {expected[k]})" for k in expected if k not in state]
+    problems += [f"unexpected key {k}" for k in state if k not in expected]
+    for k, shape in expected.items():
+        if k in state and tuple(state[k].shape) != shape:
+            problems.append(f"key {k}: expected shape {shape}, found {tuple(state[k].shape)}")
+    more = f"; and {len(problems) - 8} more" if len(problems) > 8 else ""
+    return "; ".join(problems[:8]) + more
+
+
 @dataclass(frozen=True)
-class StyleGAN2Config:
+class StyleGAN2Config(ResolutionLadder):
     """Architecture of a StyleGAN2 generator (NVIDIA stylegan2-ada-pytorch naming).
 
     Defaults are FFHQ-1024 config-f. ``channel_base`` follows the PyTorch convention
@@ -49,16 +88,6 @@ class StyleGAN2Config:
         # JSON gives lists; keep the dataclass hashable and comparable.
         object.__setattr__(self, "resample_kernel", tuple(self.resample_kernel))
         _validate(self)
-
-    @property
-    def num_ws(self) -> int:
-        """Number of W+ rows: 2 * log2(img_resolution) - 2 (18 at 1024)."""
-        return 2 * int(math.log2(self.img_resolution)) - 2
-
-    @property
-    def block_resolutions(self) -> tuple[int, ...]:
-        """Output resolutions of the synthesis blocks: 4, 8, ..., img_resolution."""
-        return tuple(2**i for i in range(2, int(math.log2(self.img_resolution)) + 1))
 
     def channels(self, res: int) -> int:
         """Feature channels of the block at resolution ``res``."""
@@ -89,21 +118,7 @@ class StyleGAN2Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> StyleGAN2Config:
         """Build from a dict; unknown keys are an error, missing keys take the defaults."""
-        if not isinstance(data, dict):
-            raise GeneratorConfigError(
-                f"{source}: expected a JSON object, found {type(data).__name__}"
-            )
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise GeneratorConfigError(
-                f"{source}: unknown generator config field(s) {', '.join(unknown)}; "
-                f"expected some of {', '.join(sorted(known))}"
-            )
-        try:
-            return cls(**data)
-        except GeneratorConfigError as exc:
-            raise GeneratorConfigError(f"{source}: {exc}") from None
+        return config_from_dict(cls, data, source, GeneratorConfigError, "generator")
 
     @classmethod
     def from_json(cls, text: str, source: str = "config") -> StyleGAN2Config:
@@ -115,10 +130,7 @@ class StyleGAN2Config:
 
 
 def _require_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise GeneratorConfigError(f"field {name}: expected an integer, found {value!r}")
-    if value < minimum:
-        raise GeneratorConfigError(f"field {name}: expected >= {minimum}, found {value}")
+    require_int(name, value, minimum, GeneratorConfigError)
 
 
 def _require_positive_float(name: str, value: Any) -> None:
@@ -219,17 +231,10 @@ def check_state_shapes(
     """Raise ``CheckpointError`` unless ``state`` has exactly the keys and shapes of
     ``expected_state_shapes(config)``; the message lists what is missing, unexpected or
     mis-shaped ("key X: expected shape A, found B")."""
-    expected = expected_state_shapes(config)
-    problems = [f"missing key {k} (shape {expected[k]})" for k in expected if k not in state]
-    problems += [f"unexpected key {k}" for k in state if k not in expected]
-    for k, shape in expected.items():
-        if k in state and tuple(state[k].shape) != shape:
-            problems.append(f"key {k}: expected shape {shape}, found {tuple(state[k].shape)}")
+    problems = shape_mismatch(expected_state_shapes(config), state)
     if problems:
-        shown = "; ".join(problems[:8])
-        more = f"; and {len(problems) - 8} more" if len(problems) > 8 else ""
         raise CheckpointError(
             f"{source}: does not match the generator config "
             f"({config.img_resolution} px, {config.mapping_layers} mapping layers, "
-            f"channel_base {config.channel_base}): {shown}{more}"
+            f"channel_base {config.channel_base}): {problems}"
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ Precision = Literal["fp32", "fp16", "bf16"]
 NOISE_MODES: tuple[str, ...] = ("const", "none", "random")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 FUSED_MIN_RES = 256
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 class GeneratorInputError(NeuralError, ValueError):
@@ -34,26 +35,37 @@ class GeneratorInputError(NeuralError, ValueError):
 
 
 class FullyConnected(nn.Module):
-    """NVIDIA FullyConnectedLayer with equalised learning rate: runtime weight =
-    weight * lr_multiplier / sqrt(in_features), runtime bias = bias * lr_multiplier."""
+    """Dense layer with equalised learning rate (NVIDIA's FullyConnectedLayer, TF's ``dense``
+    + ``apply_bias``): weight [out, in], runtime weight = weight * gain * lr_multiplier /
+    sqrt(in_features), runtime bias = bias * lr_multiplier; ``lrelu``: leaky ReLU times its
+    gain sqrt(2) after it."""
 
     def __init__(
-        self, in_features: int, out_features: int, lr_multiplier: float = 1.0, lrelu: bool = False
+        self,
+        in_features: int,
+        out_features: int,
+        lr_multiplier: float = 1.0,
+        lrelu: bool = False,
+        gain: float = 1.0,
     ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features))
-        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.weight_gain = gain * lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
         self.lrelu = lrelu
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [N, in] -> [N, out] (float32). Rows are multiplied one at a time: a BLAS call's
-        rounding may depend on the batch size, and a sample's result must not."""
+    def forward(self, x: torch.Tensor, batched: bool = False) -> torch.Tensor:
+        """x [N, in] -> [N, out] (float32). Unless ``batched``, rows are multiplied one at a
+        time: a BLAS call's rounding may depend on the batch size, and a sample's result must
+        not."""
         weight_t = (self.weight * self.weight_gain).t()
         bias = self.bias * self.bias_gain
-        rows = [torch.addmm(bias, x[n : n + 1], weight_t) for n in range(x.shape[0])]
-        x = rows[0] if len(rows) == 1 else torch.cat(rows)
+        if batched:
+            x = torch.addmm(bias, x, weight_t)
+        else:
+            rows = [torch.addmm(bias, x[n : n + 1], weight_t) for n in range(x.shape[0])]
+            x = rows[0] if len(rows) == 1 else torch.cat(rows)
         if self.lrelu:
             x = F.leaky_relu(x, ops.LRELU_SLOPE) * ops.LRELU_GAIN
         return x
@@ -84,7 +96,7 @@ class MappingNetwork(nn.Module):
 
     def forward(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
-        _check_shape("z", z, (None, cfg.z_dim))
+        check_shape("z", z, (None, cfg.z_dim))
         x = ops.normalize_2nd_moment(z.float())
         if cfg.c_dim > 0:
             if c is None:
@@ -92,7 +104,7 @@ class MappingNetwork(nn.Module):
                     f"this generator is conditional (c_dim={cfg.c_dim}); pass a class/label "
                     f"vector c of shape [N, {cfg.c_dim}]"
                 )
-            _check_shape("c", c, (z.shape[0], cfg.c_dim))
+            check_shape("c", c, (z.shape[0], cfg.c_dim))
             y = ops.normalize_2nd_moment(self.embed(c.float()))
             x = torch.cat([x, y], dim=1)
         elif c is not None:
@@ -313,6 +325,16 @@ class SynthesisStep:
     layer: Literal["conv0", "conv1", "torgb"]
     w_index: int
 
+    @property
+    def makes_image(self) -> bool:
+        """Whether the block's image exists after this step (its ToRGB)."""
+        return self.layer == "torgb"
+
+    @property
+    def starts_block(self) -> bool:
+        """Whether this is the block's first step (where cancellation is checked)."""
+        return self.layer == "conv0" or (self.res == 4 and self.layer == "conv1")
+
 
 def synthesis_steps(config: StyleGAN2Config) -> tuple[SynthesisStep, ...]:
     """Steps in execution order; block 4 uses rows 0, 1 and block 2^(k+2) rows 2k-1, 2k, 2k+1
@@ -330,28 +352,21 @@ def synthesis_steps(config: StyleGAN2Config) -> tuple[SynthesisStep, ...]:
 
 
 @dataclass(frozen=True)
-class SynthesisOptions:
-    """How to run synthesis (not what): noise, precision and memory layout.
+class NoiseAndPrecision:
+    """Synthesis options every StyleGAN generator takes (the base of ``SynthesisOptions``
+    and DiscoFaceGAN's options).
 
     noise_mode: "const" (the checkpoint's noise_const buffers), "none", or "random" (unit
     Gaussian noise drawn on the CPU from ``noise_seeds``: one seed per sample, or one for
     all; the same seed gives the same noise on every device and in every batch).
-    precision: "fp32"; "fp16" = the blocks the config marks fp16 (``num_fp16_res``) in
-    float16, the rest float32 (NVIDIA's inference); "bf16" = every block in bfloat16
-    (reduced-precision previews). Styles, weight modulation and the RGB image stay float32.
-    channels_last: activation layout; None = channels-last on CPU (oneDNN's fast path) and for
-    reduced precision on CUDA.
-    fused: the fused oneDNN path (``SynthesisLayer.forward_fused``; CPU inference only):
-    True = every block, False = never, None = bf16 blocks of at least ``FUSED_MIN_RES`` px
-    (where its 4x multiply-adds of the up-convolutions are cheaper than the passes it saves;
-    in fp32 they are not).
+    precision: "fp32", "fp16" or "bf16" (what runs in it is the generator's choice).
+    channels_last: activation layout; None = the generator's default.
     """
 
     noise_mode: NoiseMode = "const"
     noise_seeds: tuple[int, ...] | None = None
     precision: Precision = "fp32"
     channels_last: bool | None = None
-    fused: bool | None = None
 
     def __post_init__(self) -> None:
         if self.noise_mode not in NOISE_MODES:
@@ -366,6 +381,25 @@ class SynthesisOptions:
             raise GeneratorInputError(
                 "noise_mode 'random' needs noise_seeds (one per sample, or one)"
             )
+
+
+@dataclass(frozen=True)
+class SynthesisOptions(NoiseAndPrecision):
+    """How to run StyleGAN2 synthesis (not what): noise, precision and memory layout
+    (``NoiseAndPrecision``), and the fused path.
+
+    precision: "fp32"; "fp16" = the blocks the config marks fp16 (``num_fp16_res``) in
+    float16, the rest float32 (NVIDIA's inference); "bf16" = every block in bfloat16
+    (reduced-precision previews). Styles, weight modulation and the RGB image stay float32.
+    channels_last: None = channels-last on CPU (oneDNN's fast path) and for reduced
+    precision on CUDA.
+    fused: the fused oneDNN path (``SynthesisLayer.forward_fused``; CPU inference only):
+    True = every block, False = never, None = bf16 blocks of at least ``FUSED_MIN_RES`` px
+    (where its 4x multiply-adds of the up-convolutions are cheaper than the passes it saves;
+    in fp32 they are not).
+    """
+
+    fused: bool | None = None
 
     def block_dtype(self, config: StyleGAN2Config, res: int) -> torch.dtype:
         if self.precision == "bf16":
@@ -393,7 +427,8 @@ class SynthesisOptions:
 
 
 SynthesisState = tuple[torch.Tensor | None, torch.Tensor | None]
-"""(x [N, C, R, R] features, img [N, img_channels, R, R] float32) between steps."""
+"""(x [N, C, R, R] features, img [N, img_channels, R, R] float32; None until made) between
+steps."""
 
 
 class SynthesisNetwork(nn.Module):
@@ -511,13 +546,7 @@ class Generator(nn.Module):
                     f"{source}: key {key} holds a FIR filter that is not the config's "
                     f"resample_kernel {list(config.resample_kernel)}"
                 )
-            if not value.is_floating_point():
-                raise CheckpointError(
-                    f"{source}: key {key} has dtype {value.dtype}, expected float"
-                )
-        gen = cls(config)
-        gen.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-        return gen.eval().requires_grad_(False)
+        return load_frozen(cls(config), state, source)
 
     def forward(
         self,
@@ -543,6 +572,16 @@ class Generator(nn.Module):
         w = self.mapping(z, c)
         ws = w.unsqueeze(1).repeat(1, self.config.num_ws, 1)
         return truncate(ws, self.mapping.w_avg, truncation_psi, truncation_cutoff)
+
+
+def load_frozen(module: ModuleT, state: Mapping[str, torch.Tensor], source: str) -> ModuleT:
+    """``module`` with every tensor of ``state`` loaded (float only, as float32), in eval mode
+    and without gradients: a generator ready for inference."""
+    for key, value in state.items():
+        if not value.is_floating_point():
+            raise CheckpointError(f"{source}: key {key} has dtype {value.dtype}, expected float")
+    module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return module.eval().requires_grad_(False)
 
 
 def truncate(
@@ -580,7 +619,8 @@ def random_state_dict(config: StyleGAN2Config, seed: int = 0) -> dict[str, torch
     return state
 
 
-def _check_shape(name: str, t: torch.Tensor, shape: Sequence[int | None]) -> None:
+def check_shape(name: str, t: torch.Tensor, shape: Sequence[int | None]) -> None:
+    """Raise GeneratorInputError unless t has ``shape`` (None: any size, shown as N)."""
     if t.dim() != len(shape) or any(
         s is not None and s != d for s, d in zip(shape, t.shape, strict=True)
     ):
@@ -589,4 +629,4 @@ def _check_shape(name: str, t: torch.Tensor, shape: Sequence[int | None]) -> Non
 
 
 def _check_ws(config: StyleGAN2Config, ws: torch.Tensor) -> None:
-    _check_shape("W+", ws, (None, config.num_ws, config.w_dim))
+    check_shape("W+", ws, (None, config.num_ws, config.w_dim))

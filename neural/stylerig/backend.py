@@ -32,7 +32,7 @@ import torch
 
 from ...rig.atomic import atomic_open
 from ...rig.params import RIG_SIZE
-from ..backends import BACKENDS, BackendError, DirectionsFor, RigState, StyleGAN2Backend
+from ..backends import BackendError, DirectionsFor, RigState, StyleGAN2Backend
 from . import StyleRigError
 from .data import FaceCrop
 from .dfr import DFR, DFRConfig
@@ -342,5 +342,3 @@ def load_backend(model_path: str, device: str, files: Mapping[str, str]) -> Styl
                                        weights_path=model_path,
                                        stylerig_file=files.get("stylerig") or None)
 
-
-BACKENDS.setdefault(StyleRigBackend.name, StyleRigBackend)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...rig.params import GROUP_SLICES, PRIOR_SIGMAS, RIG_SIZE, RigParams
+from ..config_json import config_from_dict
 from . import StyleRigError
 
 TRANSLATION_SCALE = np.array([0.1, 0.1, 0.5], np.float32)
@@ -76,23 +77,7 @@ class DFRConfig:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "DFR config") -> DFRConfig:
-        return _config_from_dict(cls, data, source)
-
-
-def _config_from_dict(cls: Any, data: Any, source: str) -> Any:
-    """A frozen config dataclass from a JSON object; unknown or missing fields name `source`."""
-    if not isinstance(data, dict):
-        raise StyleRigError(f"{source}: expected a JSON object, found {type(data).__name__}")
-    known = set(cls.__dataclass_fields__)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise StyleRigError(f"{source}: unknown field(s) {unknown}; expected {sorted(known)}")
-    try:
-        return cls(**data)
-    except TypeError as exc:
-        raise StyleRigError(f"{source}: {exc}") from None
-    except StyleRigError as exc:
-        raise StyleRigError(f"{source}: {exc}") from None
+        return config_from_dict(cls, data, source, StyleRigError, "DFR")
 
 
 def latent_statistics(ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,8 +37,10 @@ from ...rig.camera import Camera
 from ...rig.geometry import TorchFaceModel
 from ...rig.params import split_rig_vector
 from ...rig.render import render_face
+from ..config_json import config_from_dict
+from . import StyleRigError
 from .data import Batch
-from .dfr import DFR, _config_from_dict
+from .dfr import DFR
 from .rignet import unwrap
 
 _REFERENCE_SIZE = 224  # landmark distances are measured in pixels of a 224 px frame
@@ -74,7 +76,7 @@ class LossWeights:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "loss weights") -> LossWeights:
-        return _config_from_dict(cls, data, source)
+        return config_from_dict(cls, data, source, StyleRigError, "loss")
 
 
 def photometric_loss(

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...rig.params import GROUP_SLICES, RIG_SIZE
+from ..config_json import config_from_dict
 from . import StyleRigError
-from .dfr import DFR, LatentNormalizer, _config_from_dict, rig_prior
+from .dfr import DFR, LatentNormalizer, rig_prior
 
 CONTROL_GROUPS: dict[str, tuple[str, ...]] = {
     "pose": ("rotation",),
@@ -79,7 +80,7 @@ class RigNetConfig:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "RigNet config") -> RigNetConfig:
-        return _config_from_dict(cls, data, source)
+        return config_from_dict(cls, data, source, StyleRigError, "RigNet")
 
 
 def _uniform(shape: tuple[int, ...], fan_in: int) -> nn.Parameter:

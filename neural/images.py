@@ -1,10 +1,11 @@
-"""Generator output -> the pixels the worker hands out: Blender float buffers and PNG files.
+"""Generator output -> pixels: Blender float buffers (the worker) and PNG files (the worker's
+baked frames, the CLI's images).
 
 The generator's image is sRGB-encoded in [-1, 1], rows top-first, [C, R, R]. Blender's
 float-buffer images hold scene-linear RGBA with rows bottom-first, so the worker decodes
 sRGB exactly (IEC 61966-2-1) and flips the rows; a portrait rendered with the "Standard"
 view transform encodes it back, giving the generator's values (blender_addon/portrait.py).
-Baked frames are 16-bit sRGB PNGs (the generator's values, no decoding).
+PNG files hold the generator's values as 8- or 16-bit sRGB codes (no decoding).
 
 Models flagged untrained (project sidecar ``"untrained": true``) get "UNTRAINED WEIGHTS"
 stamped along the bottom, so nobody mistakes random weights for a broken model.
@@ -30,7 +31,7 @@ UNTRAINED_TEXT = "UNTRAINED WEIGHTS"
 
 
 class ImageFormatError(NeuralError):
-    """A generator image has a shape the worker cannot hand to Blender."""
+    """A generator image has a shape that cannot become RGB pixels."""
 
 
 def as_rgb(image: torch.Tensor) -> torch.Tensor:
@@ -119,9 +120,10 @@ def encode_png(pixels: np.ndarray) -> bytes:
     )
 
 
-def write_png16(image: torch.Tensor, path: str | os.PathLike[str]) -> None:
-    """Generator image -> 16-bit sRGB PNG at ``path``, atomically (temp file + rename)."""
-    blob = encode_png(to_srgb_uint(image, bits=16))
+def write_png(image: torch.Tensor, path: str | os.PathLike[str], bits: int = 8) -> None:
+    """Generator image -> ``bits``-bit (8 or 16) sRGB PNG at ``path``, atomically (temp file
+    + rename)."""
+    blob = encode_png(to_srgb_uint(image, bits))
     with atomic_open(Path(path), "wb") as out:
         out.write(blob)
 
