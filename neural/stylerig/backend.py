@@ -29,6 +29,7 @@ import numpy as np
 import safetensors
 import safetensors.torch
 import torch
+from safetensors.torch import load as load_safetensors_bytes
 
 from ...rig.atomic import atomic_open
 from ...rig.params import RIG_SIZE
@@ -88,7 +89,7 @@ def read_artifact(path: Path, expected_format: str) -> tuple[dict[str, torch.Ten
         raise StyleRigError(f"{path}: the weights do not match their sidecar {sidecar.name} "
                             "(an interrupted copy?)")
     try:
-        tensors = safetensors.torch.load(blob)
+        tensors = load_safetensors_bytes(blob)  # safetensors: no pickle
     except safetensors.SafetensorError as exc:
         raise StyleRigError(f"{path}: damaged safetensors file ({exc})") from None
     return tensors, meta

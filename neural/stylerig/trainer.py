@@ -41,6 +41,7 @@ import safetensors
 import safetensors.torch
 import torch
 import torch.distributed as dist
+from safetensors.torch import load as load_safetensors_bytes
 from torch import nn
 
 from ...rig.atomic import atomic_open
@@ -371,7 +372,7 @@ class Trainer:
             raise StyleRigError(f"{weights}: cannot read the checkpoint weights ({exc})") from None
         if hashlib.sha256(blob).hexdigest() != document["weights_sha256"]:
             raise StyleRigError(f"{weights}: does not match {sidecar.name} (damaged copy?)")
-        tensors = safetensors.torch.load(blob)
+        tensors = load_safetensors_bytes(blob)  # safetensors: no pickle
         module_state = {k[len("module."):]: v for k, v in tensors.items()
                         if k.startswith("module.")}
         try:
