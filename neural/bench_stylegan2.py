@@ -80,6 +80,15 @@ def _full_ms(config: StyleGAN2Config) -> float:
     return best_ms(lambda: engine.synthesize(ws))
 
 
+def _sefa_all_layers_ms(config: StyleGAN2Config) -> float:
+    """SeFa over every W+ row of ``config`` (uncached: the factorisation itself)."""
+    from .sefa import factorize, parse_layers
+
+    state = random_state_dict(config, seed=0)
+    layers = parse_layers("all", config.num_ws)
+    return best_ms(lambda: factorize(config, state, layers))
+
+
 def run(report: Any) -> None:
     applied = configure_inference_process(threads=THREADS)
     report.notes["stylegan2_process"] = applied
@@ -108,6 +117,7 @@ def run(report: Any) -> None:
     report.add("g1024_fine_edit_ms", fine_edit, "ms")
     report.add("g1024_fine_edit_vs_full", fine_edit / full, "x")
     report.add("g256_full_ms", _full_ms(g256), "ms")
+    report.add("sefa_all_layers_ms", _sefa_all_layers_ms(ffhq), "ms")
 
     if bf16_supported("cpu"):
         fast = _engine(ffhq, cache=False, precision="bf16")
