@@ -12,6 +12,7 @@ import bpy
 import numpy as np
 from bpy.types import Collection, Material, Mesh, Object
 
+from .materials import empty_node_material
 from .rig.blender_mesh import BlenderFaceMesh, blender_face_mesh, vertex_albedo
 from .rig.face_model import N_REFLECTANCE, FaceModel
 
@@ -98,11 +99,8 @@ def _add_albedo_attribute(mesh: Mesh, albedo: np.ndarray) -> None:
 
 def _albedo_material(name: str) -> Material:
     """Principled BSDF whose base colour is the albedo attribute."""
-    material = bpy.data.materials.new(name)
-    if material.node_tree is None:  # Blender < 5.0 creates materials without nodes
-        material.use_nodes = True
+    material = empty_node_material(name)
     nodes, links = material.node_tree.nodes, material.node_tree.links
-    nodes.clear()
     attribute = nodes.new("ShaderNodeVertexColor")
     attribute.layer_name = ALBEDO_ATTRIBUTE
     attribute.location = (-300.0, 0.0)

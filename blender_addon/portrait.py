@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import bpy
 from bpy.types import Collection, Image, Material, Object, Scene
 
+from .materials import empty_node_material
 from .rig.blender_mesh import DECIMETRES_TO_METRES
 from .rig.camera import CAMERA_256, Camera
 
@@ -93,11 +94,8 @@ def build_card(name: str, collection: Collection, layout: PortraitLayout, image:
 def face_material(name: str, image: Image) -> Material:
     """Image (closest texel) -> Emission (strength 1) -> output: the image's values as they
     are, whatever the lights. Workbench shows the node as the active texture."""
-    material = bpy.data.materials.new(name)
-    if material.node_tree is None:  # Blender < 5.0 creates materials without nodes
-        material.use_nodes = True
+    material = empty_node_material(name)
     nodes, links = material.node_tree.nodes, material.node_tree.links
-    nodes.clear()
     texture = nodes.new("ShaderNodeTexImage")
     texture.name = texture.label = FACE_NODE
     texture.image = image
