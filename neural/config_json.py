@@ -1,11 +1,14 @@
 """Config dataclasses from JSON objects: the one reader behind every ``from_dict`` of the
-generator, DFR, RigNet and loss configs."""
+generator, DFR, RigNet and loss configs; and the bounded reader of the JSON files they come
+from."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..rig.file_limits import JSON_MAX_BYTES, read_json_file
 from .errors import NeuralError
 
 if TYPE_CHECKING:
@@ -35,3 +38,13 @@ def config_from_dict(
         raise error(f"{source}: {exc}") from None
     except error as exc:
         raise error(f"{source}: {exc}") from None
+
+
+def read_json_document(
+    path: str | os.PathLike[str], role: str, error: type[NeuralError],
+    max_bytes: int = JSON_MAX_BYTES,
+) -> Any:
+    """A JSON file the project reads (sidecars, StyleRig and trainer files): a regular file of
+    at most ``max_bytes``, parsed with the size, depth, duplicate-key, integer and NaN limits of
+    ``rig.file_limits.parse_json``; any refusal raises ``error`` naming the file and ``role``."""
+    return read_json_file(path, role, error, max_bytes)

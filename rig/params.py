@@ -15,7 +15,10 @@ Canonical order (Deep3DFaceRecon), 257 values:
 
 Soft ranges mark where the model leaves its data (shape coefficients beyond 3 σ, a head turned
 past ~57°, a face partly out of frame); values outside them are legal, only reported by
-`RigParams.soft_range_violations`. Hard errors (wrong length, NaN/inf) raise `RigParamsError`.
+`RigParams.soft_range_violations`. Hard errors (wrong length, NaN/inf) raise `RigParamsError`;
+a JSON document (`from_dict`, `from_json`, `read_json`) must also keep every value within
+`HARD_RANGES` (±5 σ for the statistical groups, ±π radians, SH ±3, translation ±2/±2/±8 dm):
+beyond them the face model extrapolates into broken or empty renders.
 
 Priors used by `RigParams.sample` (independent Gaussians, mean ± σ):
 
@@ -41,16 +44,17 @@ rotation | illumination]; convert only at its adapter (`to_dfg_vector`, `from_df
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .atomic import atomic_open
 from .errors import RigParamsError
+from .file_limits import JSON_MAX_BYTES, parse_json, read_json_file
 
 SCHEMA_NAME = "neural_face_rig/rig_params"
 SCHEMA_VERSION = 1
@@ -101,7 +105,36 @@ SOFT_RANGES: dict[str, np.ndarray] = {
 }
 """Symmetric soft limits per coefficient: |value| <= SOFT_RANGES[group][i]."""
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+HARD_RANGES: dict[str, np.ndarray] = {
+    "identity": np.full(80, 5.0, np.float32),
+    "expression": np.full(64, 5.0, np.float32),
+    "reflectance": np.full(80, 5.0, np.float32),
+    "rotation": np.full(3, math.pi, np.float32),
+    "illumination": np.full(27, 3.0, np.float32),
+    "translation": np.array([2.0, 2.0, 8.0], np.float32),
+}
+"""Symmetric hard limits of values read from JSON: |value| <= HARD_RANGES[group][i]. The
+statistical groups stop at ±5 σ (the face model extrapolates into broken faces beyond), a
+rotation at ±π, SH gamma at ±3 (a saturated light), translation where the face leaves the
+camera's view. The same limits as the add-on's properties."""
+
+_COEFFICIENT_NAMES = {
+    "rotation": ("Pitch", "Yaw", "Roll"),
+    "illumination": tuple(f"SH {c} {i}" for c in "RGB" for i in range(9)),
+    "translation": ("Translation X", "Translation Y", "Translation Z"),
+}
+
+
+def coefficient_name(group: str, index: int) -> str:
+    """Human name of one coefficient, e.g. "Identity 12", "Yaw", "SH G 3", "Translation Z"."""
+    names = _COEFFICIENT_NAMES.get(group)
+    return names[index] if names else f"{group.capitalize()} {index}"
+
+
+RIG_PARAMS_MAX_BYTES = 1 << 20
+"""A rig params document is ~6 KB (257 numbers); 1 MiB allows any formatting."""
+assert RIG_PARAMS_MAX_BYTES <= JSON_MAX_BYTES
+
 _SH_BAND = np.array([0, 1, 1, 1, 2, 2, 2, 2, 2])
 _WHITE_LIGHT_MEAN = np.array([0.0, -0.05, 0.1, 0, 0, 0, 0, 0, 0], np.float32)
 _WHITE_LIGHT_SIGMA = np.where(_SH_BAND < 2, 0.1, 0.05).astype(np.float32)
@@ -312,11 +345,19 @@ class RigParams:
                 raise RigParamsError(
                     f"{source}: field '{name}': expected {size} numbers, found {len(value)}"
                 )
-            bad = [i for i, x in enumerate(value) if not abs(x) <= _FLOAT32_MAX]
+            non_finite = [i for i, x in enumerate(value) if not math.isfinite(x)]
+            if non_finite:
+                raise RigParamsError(
+                    f"{source}: field '{name}': expected finite numbers, found "
+                    f"{value[non_finite[0]]} at index {non_finite[0]}"
+                )
+            limits = HARD_RANGES[name]
+            bad = [i for i, x in enumerate(value) if not abs(x) <= limits[i]]
             if bad:
                 raise RigParamsError(
-                    f"{source}: field '{name}': expected finite numbers (float32 range), found "
-                    f"{value[bad[0]]} at index {bad[0]}"
+                    f"{source}: field '{name}' index {bad[0]} ({coefficient_name(name, bad[0])}): "
+                    "expected a value within "
+                    f"±{float(limits[bad[0]]):g}, found {value[bad[0]]!r}"
                 )
             groups[name] = np.array(value, np.float64)
         return cls(**groups)
@@ -325,11 +366,11 @@ class RigParams:
         return json.dumps(self.to_dict(), allow_nan=False)
 
     @classmethod
-    def from_json(cls, text: str, source: str = "rig params JSON") -> RigParams:
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RigParamsError(f"{source}: expected JSON, found a syntax error ({exc})") from None
+    def from_json(cls, text: str | bytes, source: str = "rig params JSON") -> RigParams:
+        """Parse a document (size, depth, duplicate keys, huge integers, NaN refused by
+        ``rig.file_limits.parse_json``), then ``from_dict``."""
+        document = parse_json(text, source, RigParamsError, RIG_PARAMS_MAX_BYTES,
+                              non_finite_as_floats=True)
         return cls.from_dict(document, source)
 
     def write_json(self, path: str | os.PathLike[str]) -> None:
@@ -340,11 +381,11 @@ class RigParams:
 
     @classmethod
     def read_json(cls, path: str | os.PathLike[str]) -> RigParams:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RigParamsError(f"{path}: cannot read rig params ({exc})") from None
-        return cls.from_json(text, source=str(path))
+        """A rig params file: a regular file (no FIFO, device or folder) of at most
+        RIG_PARAMS_MAX_BYTES, parsed as ``from_json``."""
+        document = read_json_file(path, "rig params", RigParamsError, RIG_PARAMS_MAX_BYTES,
+                                  non_finite_as_floats=True)
+        return cls.from_dict(document, os.fspath(path))
 
 
 def _as_vector(value: Any, size: int, what: str) -> np.ndarray:

@@ -1,6 +1,7 @@
 """RigParams: layout, JSON schema, bad input, soft ranges, priors, DiscoFaceGAN order."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -110,7 +111,7 @@ def _document(**changes):
         ),
         (
             json.dumps(_document(illumination=[1e300] + [0.0] * 26)),
-            r"field 'illumination': expected finite numbers \(float32 range\), found 1e\+300",
+            r"field 'illumination' index 0 \(SH R 0\): expected a value within ±3, found 1e\+300",
         ),
         (
             json.dumps(_document(identity=["0"] * 80)),
@@ -143,7 +144,7 @@ def test_read_json_names_the_file(tmp_path):
     path.write_text(json.dumps(_document(version=7)))
     with pytest.raises(RigParamsError, match=r"bad\.json.*version"):
         RigParams.read_json(path)
-    with pytest.raises(RigParamsError, match=r"missing\.json: cannot read"):
+    with pytest.raises(RigParamsError, match=r"missing\.json: cannot read the rig params: no such"):
         RigParams.read_json(tmp_path / "missing.json")
 
 
@@ -232,3 +233,41 @@ def test_discofacegan_order_and_round_trip():
     with pytest.raises(RigParamsError, match=r"DiscoFaceGAN vector: expected shape \(254,\)"):
         RigParams.from_dfg_vector(np.zeros(257))
 
+
+
+def test_duplicate_keys_huge_ints_and_deep_nesting_are_refused_by_name():
+    base = json.dumps(_document())
+    duplicate = base[:-1] + ', "identity": [0.0]}'
+    with pytest.raises(RigParamsError,
+                       match=r"face\.json: expected each key once, found 'identity'"):
+        RigParams.from_json(duplicate, source="face.json")
+    with pytest.raises(RigParamsError, match=r"face\.json: expected integers of at most 30 digits"):
+        RigParams.from_json(base[:-1] + ', "version": ' + "9" * 5000 + "}", source="face.json")
+    with pytest.raises(RigParamsError, match=r"face\.json: expected JSON nested at most 32"):
+        RigParams.from_json("[" * 100_000 + "]" * 100_000, source="face.json")
+    with pytest.raises(RigParamsError, match=r"face\.json: expected JSON nested at most 32"):
+        RigParams.from_json("[" * 40 + "]" * 40, source="face.json")
+
+
+def test_float32_max_values_are_beyond_the_hard_range():
+    document = _document(identity=[float(np.finfo(np.float32).max)] * 80)
+    with pytest.raises(RigParamsError, match=r"field 'identity' index 0 \(Identity 0\): expected "
+                                             r"a value within ±5"):
+        RigParams.from_json(json.dumps(document), source="face.json")
+
+
+def test_read_json_refuses_fifos_devices_and_folders(tmp_path):
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    with pytest.raises(RigParamsError, match=r"pipe\.json: expected the rig params as a regular "
+                                             r"file, found a FIFO"):
+        RigParams.read_json(fifo)
+    with pytest.raises(RigParamsError, match=r"/dev/zero: expected the rig params as a regular "
+                                             r"file, found a character device"):
+        RigParams.read_json("/dev/zero")
+    with pytest.raises(RigParamsError, match=r"expected the rig params as a regular file, found "
+                                             r"a folder"):
+        RigParams.read_json(tmp_path)
+    with pytest.raises(RigParamsError, match=r"cannot read the rig params: the folder .*nowhere "
+                                             r"does not exist"):
+        RigParams.read_json(tmp_path / "nowhere" / "face.json")
