@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, NeuralError
-from . import ops
+from . import kernels, ops
 from .config import StyleGAN2Config, check_state_shapes, expected_state_shapes
 
 NoiseMode = Literal["const", "none", "random"]
@@ -412,7 +412,8 @@ class SynthesisOptions(NoiseAndPrecision):
         if self.fused is False or not ops.fusion_available(x):
             if self.fused:
                 raise GeneratorInputError(
-                    "fused: the fused path needs CPU tensors, oneDNN and no autograd"
+                    "fused: the fused path needs CPU tensors, no autograd and oneDNN's fused "
+                    f"convolution in {x.dtype} (here: {kernels.describe()})"
                 )
             return False
         if self.fused:

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from . import kernels
+
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 DEMOD_EPS = 1e-8
@@ -94,7 +96,7 @@ def modulated_conv(
     """
     outs = []
     b = None if bias is None else bias.to(x.dtype)
-    onednn = up_fir is None and fusion_available(x) and memory_format_of(x) == torch.channels_last
+    onednn = up_fir is None and memory_format_of(x) == torch.channels_last and fusion_available(x)
     for n in range(x.shape[0]):
         xn = x[n : n + 1]
         if up_fir is None:
@@ -143,29 +145,24 @@ def add_noise_lrelu_clamp(
 # pixel phase; 4x the multiply-adds of the transposed conv, but a far faster kernel in bf16),
 # whose pixel shuffle is written straight into the next layer's input buffer.
 
-_CONV_POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
-
-
 def fusion_available(x: torch.Tensor) -> bool:
-    """Whether the oneDNN fused ops can run on x: CPU, oneDNN present, and gradient recording
-    off (the ops have no autograd formula; styles carry gradients even when x does not)."""
+    """Whether the oneDNN fused ops can run on x: CPU, gradient recording off (the ops have
+    no autograd formula; styles carry gradients even when x does not), and the probe says
+    oneDNN has a working kernel for x's dtype on this CPU (``kernels``)."""
     return (
         x.device.type == "cpu"
-        and _CONV_POINTWISE is not None
-        and torch.backends.mkldnn.is_available()
         and not torch.is_grad_enabled()
+        and kernels.pointwise_conv_supported(x.dtype)
     )
 
 
 def onednn_conv(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, lrelu: bool
 ) -> torch.Tensor:
-    """Same-size k x k convolution + bias (+ leaky ReLU(0.2)) in one oneDNN call.
-    x [1, I, H, W] channels-last, weight [O, I, k, k] -> [1, O, H, W]."""
-    assert _CONV_POINTWISE is not None
-    pad = weight.shape[-1] // 2
-    attr, scalars = ("leaky_relu", [LRELU_SLOPE]) if lrelu else ("none", [])
-    return _CONV_POINTWISE(x, weight, bias, [pad, pad], [1, 1], [1, 1], 1, attr, scalars, "")
+    """Same-size k x k convolution + bias (+ leaky ReLU(0.2)) in one oneDNN call, where
+    ``fusion_available``. x [1, I, H, W] channels-last, weight [O, I, k, k] -> [1, O, H, W]."""
+    slope = LRELU_SLOPE if lrelu else None
+    return kernels.pointwise_conv(x, weight, bias, weight.shape[-1] // 2, slope)
 
 
 def polyphase_up_kernel(weight: torch.Tensor, fir: torch.Tensor) -> torch.Tensor:
