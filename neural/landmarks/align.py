@@ -4,8 +4,11 @@ The oriented square of the FFHQ recipe is cut out of the photo and resampled to
 ``output_size``: integer pre-shrink with antialiasing for large faces, crop to the square plus
 a border, reflect-padding blended towards a blur and the median colour where the square leaves
 the photo, a bilinear warp at ``transform_size`` and a Lanczos resize to ``output_size``.
-The geometry is tracked exactly: ``AlignedFace.matrix`` maps photo pixels to output pixels
-(both with pixel centres at integers).
+The pixel operations are NVIDIA's ``recreate_aligned_images`` step for step (including its
+``quad /= shrink`` after the pre-shrink, which moves the square by under half a shrunk pixel),
+and the geometry is tracked exactly: ``AlignedFace.matrix`` maps photo pixels to output pixels
+(both with pixel centres at integers) as those operations move them; ``to_photo`` maps points
+of the aligned image back.
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ def align_face(
             f"transform_size: expected >= output_size ({output_size}), found {transform_size}"
         )
     quad = ffhq_quad(landmarks)
-    work, work_quad = _prepare(image, quad, output_size)
+    work, work_quad, photo_to_work = _prepare(image, quad, output_size)
     warped = Image.fromarray(work).transform(
         (transform_size, transform_size),
         Image.Transform.QUAD,
@@ -90,20 +93,52 @@ def align_face(
     )
     if transform_size != output_size:
         warped = warped.resize((output_size, output_size), Image.Resampling.LANCZOS)
-    return AlignedFace(np.asarray(warped), quad, quad_to_output_matrix(quad, output_size))
+    matrix = compose_affine(quad_to_output_matrix(work_quad, output_size), photo_to_work)
+    return AlignedFace(np.asarray(warped), quad, matrix)
+
+
+def compose_affine(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """[2, 3] affines: the map x -> outer(inner(x))."""
+    return np.concatenate(
+        [outer[:, :2] @ inner[:, :2], (outer[:, :2] @ inner[:, 2] + outer[:, 2])[:, None]], axis=1
+    )
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a [2, 3] affine."""
+    inverse = np.linalg.inv(matrix[:, :2])
+    return np.concatenate([inverse, (-inverse @ matrix[:, 2])[:, None]], axis=1)
+
+
+def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """[2, 3] affine applied to points [..., 2] (float64)."""
+    points = np.asarray(points, np.float64)
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def to_photo(aligned: AlignedFace, points: np.ndarray) -> np.ndarray:
+    """Points [..., 2] in the aligned image's pixels -> the photo's pixels."""
+    return apply_affine(invert_affine(aligned.matrix), points)
 
 
 def _prepare(
     image: np.ndarray, quad: np.ndarray, output_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Shrink, crop and pad ``image`` around ``quad``; returns it and the quad in its pixels."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shrink, crop and pad ``image`` around ``quad``; returns it, the quad in its pixels and
+    the [2, 3] affine from photo pixels to its pixels."""
     qsize = float(np.hypot(*(quad[3] - quad[0])))  # side length of the square
     shrink = int(np.floor(qsize / output_size * 0.5))
+    photo_to_work = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     if shrink > 1:
         height, width = image.shape[:2]
-        size = (max(round(width / shrink), 1), max(round(height / shrink), 1))
+        size = (int(np.rint(width / shrink)), int(np.rint(height / shrink)))
         image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
-        quad = (quad + 0.5) * (np.array(size) / (width, height)) - 0.5
+        # PIL maps pixel centres (x + 0.5) * size / width - 0.5; NVIDIA divides the quad by
+        # shrink, which differs from that by under half a shrunk pixel: track what happens.
+        scale = np.array(size, np.float64) / (width, height)
+        photo_to_work = np.array([[scale[0], 0.0, 0.5 * scale[0] - 0.5],
+                                  [0.0, scale[1], 0.5 * scale[1] - 0.5]])
+        quad = quad / shrink
         qsize /= shrink
     border = max(round(0.1 * qsize), 3)
     height, width = image.shape[:2]
@@ -112,10 +147,11 @@ def _prepare(
     x0, y0 = np.maximum(low, 0)
     x1, y1 = np.minimum(high, (width, height))
     image, quad = image[y0:y1, x0:x1], quad - (x0, y0)
+    photo_to_work[:, 2] -= (x0, y0)
     # Padding: left, top, right, bottom, only when the square leaves the photo noticeably.
     pad = np.maximum(np.concatenate([-(low - (x0, y0)), high - (x1, y1)]), 0)
     if pad.max() <= border - 4:
-        return image, quad
+        return image, quad, photo_to_work
     pad = np.maximum(pad, max(round(0.3 * qsize), 1))
     padded = np.pad(
         image.astype(np.float32), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), mode="reflect"
@@ -131,4 +167,5 @@ def _prepare(
     padded += (blurred - padded) * np.clip(3 * mask + 1, 0, 1)
     padded += (np.median(padded, axis=(0, 1)) - padded) * np.clip(mask, 0, 1)
     result = np.clip(np.rint(padded), 0, 255).astype(np.uint8)
-    return result, quad + pad[:2]
+    photo_to_work[:, 2] += pad[:2]
+    return result, quad + pad[:2], photo_to_work
