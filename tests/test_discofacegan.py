@@ -588,3 +588,24 @@ def test_cli_average_w_convert_and_generate(tmp_path, pkl, loaded, capsys):
     from PIL import Image
 
     assert Image.open(tmp_path / "face.png").size == (CFG.img_resolution, CFG.img_resolution)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_instance_norm_is_two_pass_on_near_constant_maps(channels_last):
+    """mean/std = 1000: the variance must come from the centred values (TF subtracts the
+    mean first); E[x^2] - mean^2 in float32 loses it to cancellation."""
+    from neural_face_rig.neural.discofacegan.generator import instance_norm_style
+
+    gen = torch.Generator().manual_seed(0)
+    x = (1000.0 + torch.randn(1, 8, 16, 16, generator=gen, dtype=torch.float64)).float()
+    scale = 1.0 + 0.1 * torch.randn(8, generator=gen)
+    shift = 0.1 * torch.randn(8, generator=gen)
+    x64 = x.double()
+    mean = x64.mean(dim=(2, 3), keepdim=True)
+    var = (x64 - mean).square().mean(dim=(2, 3), keepdim=True)
+    ref = (x64 - mean) / (var + 1e-8).sqrt() * scale.double()[:, None, None] + shift.double()[
+        :, None, None
+    ]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    out = instance_norm_style(x.contiguous(memory_format=fmt), scale, shift)
+    assert (out.double() - ref).abs().max() < 1e-3

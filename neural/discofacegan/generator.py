@@ -14,7 +14,8 @@ kernel), each followed by the [1, 2, 1] blur. ToRGB is a 1x1 conv + bias without
 Both up-sampling variants run as one stride-2 transposed convolution with a 4x4 kernel: for
 the fused layers that is TF's own operation; nearest up-sampling followed by a 3x3
 convolution equals it with the mirrored kernel (16 instead of 36 multiplications per input
-pixel). Instance norm and style modulation are one affine pass over channels-last memory.
+pixel). Instance norm (two-pass, like TF) and style modulation work in place over channels-last
+memory.
 """
 
 from __future__ import annotations
@@ -166,10 +167,11 @@ def instance_norm_style(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tenso
     """TF instance_norm (eps 1e-8) then style modulation for one sample: x [1, C, H, W],
     scale (= style + 1) and shift [C] -> (x - mean) / sqrt(var + eps) * scale + shift.
 
-    One read for the moments (var = E[x^2] - mean^2, summed by torch's cascaded fp32
-    reductions: no cancellation worth mentioning for activations whose mean is not orders of
-    magnitude above their spread) and one in-place affine pass, on a 2-D view with the
-    channels contiguous ([H W, C] for channels-last memory, [C, H W] otherwise)."""
+    Two passes like TF: the mean first (accumulated in float32), then the variance of the
+    centred values. The one-pass E[x^2] - mean^2 loses (mean/std)^2 ulps to cancellation,
+    which ruins near-constant maps (a learned constant, a flat region). Works in place on a
+    2-D view with the channels contiguous ([H W, C] for channels-last memory, [C, H W]
+    otherwise): centre, sum of squares, one affine pass."""
     channels = x.shape[1]
     if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
         x = x.contiguous()
@@ -178,10 +180,11 @@ def instance_norm_style(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tenso
     else:
         flat, dim = x.reshape(channels, -1), 1
     count = flat.shape[dim]
-    mean = flat.mean(dim).float()
-    var = (torch.linalg.vecdot(flat, flat, dim=dim).float() / count - mean.square()).clamp_(min=0)
+    mean = flat.mean(dim, dtype=torch.float32)
+    flat.sub_(mean if dim == 0 else mean[:, None])  # x - mean is exact for near-mean x
+    var = torch.linalg.vecdot(flat, flat, dim=dim).float() / count
     gain = (var + INSTANCE_NORM_EPS).rsqrt() * scale
-    offset = shift - mean * gain
+    offset = shift
     if dim == 1:
         gain, offset = gain[:, None], offset[:, None]
     torch.addcmul(offset.to(flat.dtype), flat, gain.to(flat.dtype), out=flat)
