@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..rig.camera import CAMERA_224
+from ..rig.control_basis import derive_controls
 from ..rig.geometry import TorchFaceModel, evaluate_rig
 from ..rig.params import RigParams
 from ..rig.raster import interpolate, rasterize
@@ -29,7 +30,8 @@ TIMED_RUNS = 15
 
 
 def run(report: BenchReport) -> None:
-    model = TorchFaceModel.from_face_model(make_synthetic_face_model("full"))
+    face_model = make_synthetic_face_model("full")
+    model = TorchFaceModel.from_face_model(face_model)
     report.notes["rig_mesh"] = {"vertices": model.n_vertices, "triangles": model.n_triangles}
     rng = np.random.default_rng(0)
     rigs = torch.tensor(np.stack([RigParams.sample(rng).to_vector() for _ in range(16)]))
@@ -74,6 +76,8 @@ def run(report: BenchReport) -> None:
     measure("raster_fwd_bwd_ms", raster_forward_backward)
     measure("render_face_fwd_ms", partial(_no_grad, render_face, model, rigs[:1], CAMERA_224))
     measure("render_face_fwd_bwd_ms", render_forward_backward)
+    # Named controls from the face model (least squares over the keypoints, target <= 1 s).
+    measure("controls_derive_ms", partial(derive_controls, face_model))
 
 
 def _no_grad(function: Callable[..., object], *args: object) -> None:

@@ -32,6 +32,20 @@ import json
 import math
 from dataclasses import dataclass
 
+ARKIT_BLENDSHAPES: tuple[str, ...] = tuple(
+    [f"eye{a}{s}" for s in ("Left", "Right")
+     for a in ("Blink", "LookDown", "LookIn", "LookOut", "LookUp", "Squint", "Wide")]
+    + ["jawForward", "jawLeft", "jawRight", "jawOpen", "mouthClose", "mouthFunnel",
+       "mouthPucker", "mouthLeft", "mouthRight"]
+    + [f"mouth{a}{s}" for a in ("Smile", "Frown", "Dimple", "Stretch") for s in ("Left", "Right")]
+    + ["mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper"]
+    + [f"mouth{a}{s}" for a in ("Press", "LowerDown", "UpperUp") for s in ("Left", "Right")]
+    + ["browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+       "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "noseSneerLeft", "noseSneerRight",
+       "tongueOut"]
+)
+"""The 52 ARKit blendshape names (Apple's ARFaceAnchor order): CONTROL_NAMES + UNDEFINABLE."""
+
 GROUPS: tuple[str, ...] = ("mouth", "eyes", "brows", "cheeks_nose", "jaw")
 """Control groups, in display order."""
 
@@ -102,7 +116,8 @@ Move = Shift | Toward
 @dataclass(frozen=True)
 class Control:
     """One named control. `side` is "left", "right" or "" (both / centre); `mirror` names the
-    other side's control ("" for centre controls)."""
+    other side's control ("" for centre controls). `one_sided`: the control acts on its side
+    of the face only (False for jawLeft/mouthLeft..., whose side is a direction of motion)."""
 
     name: str
     group: str
@@ -110,6 +125,7 @@ class Control:
     mirror: str
     moves: tuple[Move, ...]
     description: str
+    one_sided: bool = False
 
     @property
     def moved_landmarks(self) -> tuple[int, ...]:
@@ -255,15 +271,19 @@ def _mirror_move(move: Move) -> Move:
     return Toward(landmarks, tuple(MIRROR[i] for i in move.references), move.fraction)
 
 
+_DIRECTIONS = ("jawLeft", "mouthLeft")  # "Left" names where they move, not a side of the face
+
+
 def _build() -> tuple[Control, ...]:
     controls: list[Control] = []
     for name, group, moves, description in _LEFT_AND_CENTRE:
         if name.endswith("Left"):
             right = name[: -len("Left")] + "Right"
-            controls.append(Control(name, group, "left", right, moves, description))
+            one_sided = name not in _DIRECTIONS
+            controls.append(Control(name, group, "left", right, moves, description, one_sided))
             controls.append(Control(
                 right, group, "right", name, tuple(_mirror_move(m) for m in moves),
-                description.replace("left", "right"),
+                description.replace("left", "right"), one_sided,
             ))
         else:
             controls.append(Control(name, group, "", "", moves, description))

@@ -22,6 +22,7 @@ from .face_model import (
     N_REFLECTANCE,
     FaceModel,
 )
+from .synthetic_actions import action_expression_base
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,16 @@ _BROW_RGB = np.array([95.0, 70.0, 55.0])
 _SCLERA_RGB = np.array([225.0, 215.0, 210.0])
 
 
-def make_synthetic_face_model(kind: str = "tiny", seed: int = 0) -> FaceModel:
-    """A deterministic head-like FaceModel; ``kind`` is "tiny" or "full" (BFM-front counts)."""
+def make_synthetic_face_model(
+    kind: str = "tiny", seed: int = 0, expressions: str = "blobs"
+) -> FaceModel:
+    """A deterministic head-like FaceModel; ``kind`` is "tiny" or "full" (BFM-front counts).
+    ``expressions``: "blobs" (broad random motions) or "actions" (local facial actions, see
+    rig.synthetic_actions)."""
     if kind not in _GRIDS:
         raise ValueError(f"synthetic face model kind must be one of {sorted(_GRIDS)}, got {kind!r}")
+    if expressions not in ("blobs", "actions"):
+        raise ValueError(f"synthetic expressions must be 'blobs' or 'actions', got {expressions!r}")
     longitude_latitude, triangles = _build_mesh(_GRIDS[kind])
     vertices = _surface(longitude_latitude)
     xy = vertices[:, :2].copy()  # face-layout coordinates, before centring
@@ -87,7 +94,9 @@ def make_synthetic_face_model(kind: str = "tiny", seed: int = 0) -> FaceModel:
     return FaceModel(
         mean_shape=vertices.reshape(-1).astype(np.float32),
         id_base=_identity_base(vertices, front_mask, shape_rng),
-        exp_base=_expression_base(vertices, feature_vertices, expression_rng),
+        exp_base=_expression_base(vertices, feature_vertices, expression_rng)
+        if expressions == "blobs"
+        else action_expression_base(vertices, keypoints, expression_rng),
         mean_tex=_mean_albedo(xy).reshape(-1).astype(np.float32),
         tex_base=_reflectance_base(vertices, front_mask, texture_rng),
         triangles=triangles,
