@@ -42,7 +42,7 @@ def official_state(seed=0):
     conv("backbone.conv1", 64, 3, 7)
     bn("backbone.bn1", 64)
     inplanes = 64
-    for layer, (units, planes) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512)), 1):
+    for layer, (units, planes) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512), strict=True), 1):
         for unit in range(units):
             p = f"backbone.layer{layer}.{unit}"
             conv(f"{p}.conv1", planes, inplanes, 1)

@@ -73,14 +73,15 @@ def as_float_tensor(value: object, key: str, label: str) -> torch.Tensor:
 def with_resample_filters(
     state: dict[str, torch.Tensor], config: StyleGAN2Config
 ) -> dict[str, torch.Tensor]:
-    """Add every ``*.resample_filter`` buffer (formats that do not store them rebuild them)."""
-    f = resample_filter(config.resample_kernel)
+    """Add every ``*.resample_filter`` buffer (formats that do not store them rebuild them):
+    the configured FIR for blocks and their up-sampling conv0, NVIDIA's default for conv1
+    (``StyleGAN2Config.layer_resample_kernel``)."""
     out = dict(state)
     for res in config.block_resolutions:
-        out[f"synthesis.b{res}.resample_filter"] = f.clone()
-        if res > 4:
-            out[f"synthesis.b{res}.conv0.resample_filter"] = f.clone()
-        out[f"synthesis.b{res}.conv1.resample_filter"] = f.clone()
+        layers = ["", ".conv0", ".conv1"] if res > 4 else ["", ".conv1"]
+        for layer in layers:
+            key = f"synthesis.b{res}{layer}.resample_filter"
+            out[key] = resample_filter(config.layer_resample_kernel(key))
     return out
 
 

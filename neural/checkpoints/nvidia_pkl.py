@@ -162,6 +162,11 @@ def _config_fields(g_ema: PersistentRecord, state: dict[str, Any]) -> tuple[dict
             (synthesis, "architecture"), ("synthesis.b4", "architecture"), "skip"
         ),
         "resample_kernel": synthesis.get("resample_filter", (1, 3, 3, 1)),
+        # bias_act names; an unknown one is refused by the config check, by name.
+        "mapping_activation": pick((mapping, "activation"), ("mapping.fc0", "activation"), "lrelu"),
+        "synthesis_activation": pick(
+            (synthesis, "activation"), ("synthesis.b4.conv1", "activation"), "lrelu"
+        ),
     }
     # numpy scalars -> Python numbers, EasyDicts/lists -> plain data, for the config checks.
     return {name: plain(value) for name, value in fields.items()}, flavour

@@ -17,8 +17,8 @@ from ...rig.face_model import FaceModel
 from ...rig.fitting import fit_landmarks
 from ...rig.geometry import TorchFaceModel
 from ...rig.params import RigParams
-from .align import D3DCrop
 from . import PhotoError
+from .align import D3DCrop
 from .rnet import RNet, rig_from_crop
 
 SOURCE_RNET = "rnet"
@@ -59,6 +59,8 @@ def photo_rig(
     if rnet is not None:
         return PhotoRig(RigParams.from_vector(rig_from_crop(rnet, crop.image)), SOURCE_RNET)
     if model is None:
-        raise PhotoError("photo rig values: give an R-Net file or a face model for the landmark fit")
+        raise PhotoError(
+            "photo rig values: give an R-Net file or a face model for the landmark fit"
+        )
     return PhotoRig(rig_from_landmarks(model, crop.landmarks, fit_identity=fit_identity),
                     SOURCE_LANDMARKS)

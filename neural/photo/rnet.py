@@ -141,9 +141,10 @@ def read_rnet_state(ckpt: Any, label: str) -> dict[str, torch.Tensor]:
     for key, shape in expected.items():
         value = state[key]
         if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
-            found = list(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            what = (str(list(value.shape)) if isinstance(value, torch.Tensor)
+                    else type(value).__name__)
             raise CheckpointError(f"{label}: {STATE_KEY}.{key}: expected shape {list(shape)}, "
-                                  f"found {found}")
+                                  f"found {what}")
         if key.endswith("num_batches_tracked"):
             checked[key] = value.long()
             continue
