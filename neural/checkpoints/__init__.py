@@ -4,8 +4,8 @@
 stylegan3 repo's StyleGAN2), original TensorFlow StyleGAN2 ``.pkl``, rosinality ``.pt``
 (converted or training), encoder4editing checkpoints (their decoder) and the project's own
 ``.safetensors`` + ``.json`` pair, and returns one :class:`LoadedGenerator` in NVIDIA naming.
-No file's code is ever run: pickles go through an allow-listed unpickler, torch files through
-``torch.load(weights_only=True)``.
+No file's code is ever run: pickles and torch files go through an allow-listed, bounded
+unpickler (torch files' storages are read and checked by :mod:`.torch_file`).
 """
 
 from __future__ import annotations
@@ -13,9 +13,13 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-from ..errors import CheckpointError
+from ...rig.errors import RigError
+from ...rig.file_limits import CHECKPOINT_MAX_BYTES, open_regular_file
+from ..errors import CheckpointError, NeuralError
 from .e4e import is_e4e, read_e4e
 from .loaded import (
     E4E,
@@ -29,7 +33,7 @@ from .loaded import (
 from .nvidia_pkl import read_nvidia_pkl
 from .project_format import read_project, save_project
 from .rosinality import load_torch_checkpoint, read_rosinality
-from .safe_pickle import TFNetworkState, load_pickle_file
+from .safe_pickle import TFNetworkState, load_pickle_file, one_line
 from .tf_pkl import read_tf_pkl
 
 __all__ = [
@@ -41,9 +45,12 @@ __all__ = [
     "LoadedGenerator",
     "detect_container",
     "file_sha256",
+    "guarded_read",
     "load_generator",
     "save_project",
 ]
+
+T = TypeVar("T")
 
 # torch.save's legacy (pre-zip) files start with this pickled magic number (protocol 2).
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19."
@@ -58,21 +65,21 @@ _NOT_CHECKPOINTS = {
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes."""
+    """Hex SHA-256 of a file's bytes (a regular file of at most CHECKPOINT_MAX_BYTES)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as stream:
+    with open_regular_file(path, "checkpoint", CHECKPOINT_MAX_BYTES, CheckpointError) as stream:
         while chunk := stream.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
 
 
 def detect_container(path: str | os.PathLike[str]) -> str:
-    """'pickle', 'torch' (zip or legacy torch.save) or 'safetensors', from the first bytes."""
+    """'pickle', 'torch' (zip or legacy torch.save) or 'safetensors', from the first bytes.
+    Folders, FIFOs, devices, missing files or folders and unreadable files are refused by
+    name before anything is read."""
     label = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{label}: no such file")
-    size = os.path.getsize(path)
-    with open(path, "rb") as stream:
+    with open_regular_file(label, "checkpoint", CHECKPOINT_MAX_BYTES, CheckpointError) as stream:
+        size = os.fstat(stream.fileno()).st_size
         head = stream.read(16)
     if not head:
         raise CheckpointError(f"{label}: the file is empty")
@@ -126,16 +133,37 @@ def _read_torch(path: Path, label: str) -> tuple[str, ReadResult]:
     )
 
 
+def guarded_read(label: str, read: Callable[[], T]) -> T:
+    """``read()``, with every exception that parsing untrusted bytes can raise (a structure
+    of the wrong types, recursion, overflow, memory) turned into a one-line CheckpointError
+    naming the file; the project's own errors pass through unchanged."""
+    try:
+        return read()
+    except (NeuralError, RigError):
+        raise
+    except MemoryError:
+        raise CheckpointError(
+            f"{label}: reading it needs more memory than this machine has; a model file of this "
+            "size never does (damaged or crafted file)"
+        ) from None
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError, RecursionError,
+            OverflowError, struct.error, UnicodeError) as exc:
+        raise CheckpointError(
+            f"{label}: malformed checkpoint: expected the structure its format defines, found "
+            f"{one_line(exc)}"
+        ) from None
+
+
 def load_generator(path: str | os.PathLike[str]) -> LoadedGenerator:
     """Read any supported StyleGAN2 checkpoint; the format comes from the content."""
     path = Path(path)
     label = str(path)
     container = detect_container(path)
     if container == "safetensors":
-        result, sidecar = read_project(path)
+        result, sidecar = guarded_read(label, lambda: read_project(path))
         return LoadedGenerator(result.config, result.state_dict, PROJECT,
                                sidecar["source_sha256"], result.extras)
     reader = _read_pickle if container == "pickle" else _read_torch
-    source_format, result = reader(path, label)
+    source_format, result = guarded_read(label, lambda: reader(path, label))
     return LoadedGenerator(result.config, result.state_dict, source_format,
                            file_sha256(path), result.extras)

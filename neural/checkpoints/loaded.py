@@ -12,6 +12,7 @@ import torch
 from ..errors import CheckpointError
 from ..stylegan2.config import GeneratorConfigError, StyleGAN2Config, check_state_shapes
 from ..stylegan2.ops import resample_filter
+from .limits import check_architecture
 
 # source_format values, one per reader.
 NVIDIA_PKL = "nvidia-pkl"
@@ -49,7 +50,9 @@ class ReadResult:
 
 
 def make_config(label: str, **fields: Any) -> StyleGAN2Config:
-    """StyleGAN2Config from fields read out of a checkpoint; invalid values name the file."""
+    """StyleGAN2Config from fields read out of a checkpoint; invalid values name the file.
+    Sizes are checked against ``limits.check_architecture`` before anything is built."""
+    check_architecture(fields, f"{label}: unsupported generator architecture")
     try:
         return StyleGAN2Config(**fields)
     except GeneratorConfigError as exc:

@@ -44,6 +44,14 @@ def flatten_record(record: PersistentRecord, label: str, prefix: str = "") -> di
     ``nn.Module.state_dict()`` would name them."""
     where = prefix.rstrip(".")
     out: dict[str, Any] = {}
+    for group in ("_parameters", "_buffers", "_modules"):
+        names = _field(record, group, dict, where, label)
+        bad = next((k for k in names if not isinstance(k, str)), None)
+        if bad is not None:
+            raise CheckpointError(
+                f"{label}: {where or 'G_ema'} ({record.class_name}) {group}: expected names "
+                f"(strings), found a {type(bad).__name__} {bad!r:.40}"
+            )
     for name, tensor in _field(record, "_parameters", dict, where, label).items():
         if tensor is not None:
             out[prefix + name] = tensor
@@ -94,9 +102,16 @@ def refuse_stylegan3(g_ema: PersistentRecord, keys: list[str], label: str) -> No
         )
 
 
-def _init_kwargs(record: PersistentRecord) -> dict[str, Any]:
-    kwargs = dict(record.state.get("_init_kwargs") or {})
+def _init_kwargs(record: PersistentRecord, label: str = "checkpoint") -> dict[str, Any]:
+    kwargs = record.state.get("_init_kwargs") or {}
     args = record.state.get("_init_args") or ()
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs) \
+            or not isinstance(args, (tuple, list)):
+        raise CheckpointError(
+            f"{label}: {record.class_name} _init_kwargs / _init_args: expected a dict of names "
+            f"and a tuple, found {type(kwargs).__name__} and {type(args).__name__}"
+        )
+    kwargs = dict(kwargs)
     kwargs.update(zip(_GENERATOR_ARGS, args, strict=False))
     return kwargs
 
@@ -197,7 +212,7 @@ def read_nvidia_pkl(data: object, label: str) -> ReadResult:
     extras = {
         "writer": flavour,
         "persistence_version": g_ema.version,
-        "init_kwargs": plain(_init_kwargs(g_ema)),
+        "init_kwargs": plain(_init_kwargs(g_ema, label)),
         "training_set_kwargs": plain(data.get("training_set_kwargs")),
     }
     return finish(config, state, label, extras)

@@ -1,55 +1,38 @@
 """rosinality/stylegan2-pytorch checkpoints (METHODS §1.9).
 
-Two shapes of file, both ``torch.save`` dicts read with ``torch.load(weights_only=True)``:
+Two shapes of file, both ``torch.save`` dicts read by the bounded torch-file reader:
 converted weights ``{'g_ema', 'latent_avg'}`` (``convert_weight.py``) and training
 checkpoints ``{'g', 'd', 'g_ema', 'g_optim', 'd_optim', 'args', 'ada_aug_p'}`` whose
-``args`` is an ``argparse.Namespace`` - the one class added to torch's weights-only
-allow-list. Training checkpoints carry no ``latent_avg``; ``mapping.w_avg`` is then estimated
-by running the mapping network on seeded z (recorded in ``extras['w_avg_source']``).
+``args`` is an ``argparse.Namespace`` - read as a checked stand-in. Training checkpoints
+carry no ``latent_avg``; ``mapping.w_avg`` is then estimated by running the mapping network
+on seeded z (recorded in ``extras['w_avg_source']``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import pickle
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, UnsafePickleError
+from ..errors import CheckpointError
 from ..stylegan2.config import StyleGAN2Config, expected_state_shapes
 from ..stylegan2.generator import MappingNetwork
 from ..stylegan2.ops import resample_filter
 from .loaded import ReadResult, finish, make_config, plain, with_resample_filters
+from .torch_file import read_torch_file
 
-# Extra classes a weights-only torch.load may build: rosinality training 'args'.
-TORCH_LOAD_ALLOWED = (argparse.Namespace,)
 W_AVG_SAMPLES = 10_000
 W_AVG_SEED = 0
-_UNSUPPORTED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 def load_torch_checkpoint(path: str | os.PathLike[str]) -> Any:
-    """``torch.load(weights_only=True)`` on CPU with only ``argparse.Namespace`` added."""
-    label = os.fspath(path)
-    try:
-        with torch.serialization.safe_globals(list(TORCH_LOAD_ALLOWED)):
-            return torch.load(label, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as exc:
-        match = _UNSUPPORTED_GLOBAL.search(str(exc))
-        if match:
-            raise UnsafePickleError(
-                f"{label}: the checkpoint names the global '{match.group(1)}', which is not on "
-                "the weights-only allow-list; refused before anything ran"
-            ) from None
-        raise CheckpointError(f"{label}: damaged torch checkpoint ({exc})") from None
-    except Exception as exc:  # torch's readers fail on damaged files in many different ways
-        raise CheckpointError(
-            f"{label}: truncated or damaged torch checkpoint ({str(exc).splitlines()[0]})"
-        ) from None
+    """A ``torch.save`` file (zip or legacy) through the bounded, allow-listed torch-file
+    reader (``torch_file.read_torch_file``); only ``argparse.Namespace`` is added to the
+    weights-file types, as a checked stand-in."""
+    return read_torch_file(path)
 
 
 @dataclass(frozen=True)

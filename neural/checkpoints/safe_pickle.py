@@ -12,16 +12,27 @@ This reader resolves only the globals a weights file needs, each to a checked st
   ``_frombuffer`` / ``scalar`` (both ``numpy.core`` and ``numpy._core`` paths, no object
   dtypes); the torch tensor/parameter rebuild functions, each with its arguments checked
   (``torch.Tensor`` / ``Parameter`` resolve to non-callable tokens they accept);
-  ``torch.storage._load_from_bytes`` -> ``torch.load(weights_only=True)``.
+  ``torch.storage._load_from_bytes`` -> the bounded legacy torch-file reader.
 
 Any other global raises :class:`UnsafePickleError` naming it. Before unpickling, the opcode
 stream is scanned without building anything: truncation, length fields larger than the file,
-sparse or undefined memo indices, stack underflow, runaway stack/mark depth, persistent ids,
+sparse or undefined memo indices, stack underflow, runaway stack/mark depth, persistent ids
+(except for torch files, whose reader resolves them to storages it read and checked),
 out-of-band buffers and extension-registry opcodes are all refused up front.
+
+What the allow-listed constructors may build is bounded too: numpy arrays come only from
+numpy's own pickle spelling (``_reconstruct(ndarray, (0,), ...)`` + its state, whose data
+must match its shape), tensors only as views that lie inside their storage with no zero or
+overlapping strides, embedded torch storages through :mod:`.torch_file`'s bounded reader.
+After loading, :func:`check_materialised` walks the result once and refuses what downstream
+code cannot afford: more than MAX_MATERIALISED_BYTES when every shared reference is counted
+as a copy (a "billion laughs" memo pickle is tiny on disk but exponential when traversed),
+nesting beyond MAX_NESTING_DEPTH, cycles, and integers wider than MAX_INT_BITS.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import io
 import os
@@ -29,11 +40,12 @@ import pickle
 import pickletools
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import IO, Any, BinaryIO, cast
+from typing import IO, Any, BinaryIO, NoReturn, cast
 
 import numpy as np
 import torch
 
+from ...rig.file_limits import CHECKPOINT_MAX_BYTES, open_regular_file
 from ..errors import CheckpointError, UnsafePickleError
 
 # Generous bounds: real snapshots nest a few dozen levels and batch at most 1000 items per
@@ -41,6 +53,18 @@ from ..errors import CheckpointError, UnsafePickleError
 MAX_STACK_DEPTH = 100_000
 MAX_MARK_DEPTH = 1_000
 HIGHEST_PROTOCOL = 5
+MAX_NESTING_DEPTH = 200
+"""An NVIDIA snapshot nests ~25 levels (snapshot -> G_ema -> synthesis -> block -> layer ->
+_parameters -> tensor, each a record + state dict); 200 refuses 20 000-deep lists before any
+recursive consumer (repr, JSON, config checks) meets Python's recursion limit."""
+MAX_MATERIALISED_BYTES = 256 << 20
+"""Python objects a pickle builds besides tensor/array data (which is bounded by the file's
+own bytes), counted with every memo reuse as a full copy: a real snapshot's structure is a
+few MB; 256 MiB refuses exponential "billion laughs" structures before they are traversed."""
+MAX_INT_BITS = 128
+"""Weights files store sizes, versions and seeds (64 bits); the torch magic number is 80
+bits. Wider integers only serve to make str()/JSON of a value fail or hang."""
+_OBJECT_BYTES = 64  # charged per object, container slot or leaf (the order of CPython's own)
 
 _REFUSED_OPCODES = {
     "PERSID": "persistent ids",
@@ -132,9 +156,17 @@ def _checked_dtype(obj: object, align: object = False, copy: object = False) -> 
 
 
 def _checked_ndarray_reconstruct(subtype: object, shape: object, dtype: object) -> np.ndarray:
-    if subtype is not np.ndarray:
+    # numpy pickles an array as _reconstruct(ndarray, (0,), b'b') + BUILD(version, shape,
+    # dtype, fortran, data); numpy's __setstate__ checks that the data matches the shape, so
+    # the empty start is the only shape accepted here (anything else allocates at will).
+    if subtype is not _NDARRAY_REF:
         raise UnsafePickleError(f"numpy _reconstruct of {subtype!r} refused: only numpy.ndarray")
-    return _numpy_multiarray()._reconstruct(np.ndarray, shape, dtype)
+    if shape != (0,) or dtype not in (b"b", "b"):
+        raise UnsafePickleError(
+            f"numpy _reconstruct(ndarray, {shape!r:.40}, {dtype!r:.20}) refused: numpy itself "
+            "writes (0,) and b'b' and sets the shape from the data"
+        )
+    return _numpy_multiarray()._reconstruct(np.ndarray, (0,), b"b")
 
 
 def _checked_frombuffer(buffer: object, dtype: object, shape: object, order: object) -> np.ndarray:
@@ -171,14 +203,89 @@ class _TypeRef:
     def __init__(self, cls: type) -> None:
         self.cls = cls
 
+    def __call__(self, *args: object, **kwargs: object) -> NoReturn:
+        raise UnsafePickleError(
+            f"the pickle calls {self.cls.__module__}.{self.cls.__name__} directly; refused "
+            "(weights files only name it as the type of what they rebuild)"
+        )
+
 
 _TENSOR_REF = _TypeRef(torch.Tensor)
 _PARAMETER_REF = _TypeRef(torch.nn.Parameter)
+_NDARRAY_REF = _TypeRef(np.ndarray)
+
+
+class StorageType:
+    """What a torch file's storage class global (``torch.FloatStorage``, ...) resolves to: a
+    non-callable token naming the dtype, accepted only inside a torch file's persistent ids."""
+
+    __slots__ = ("name", "dtype")
+
+    def __init__(self, name: str, dtype: torch.dtype) -> None:
+        self.name = name
+        self.dtype = dtype
+
+    def __repr__(self) -> str:
+        return f"torch.{self.name}"
+
+
+STORAGE_TYPES = {
+    name: StorageType(name, dtype)
+    for name, dtype in (
+        ("FloatStorage", torch.float32), ("DoubleStorage", torch.float64),
+        ("HalfStorage", torch.float16), ("BFloat16Storage", torch.bfloat16),
+        ("LongStorage", torch.int64), ("IntStorage", torch.int32),
+        ("ShortStorage", torch.int16), ("CharStorage", torch.int8),
+        ("ByteStorage", torch.uint8), ("BoolStorage", torch.bool),
+    )
+}
+
+
+class Namespace(argparse.Namespace):
+    """Stand-in for ``argparse.Namespace`` (rosinality training ``args``): its state must be a
+    dict of str keys; it is an ``argparse.Namespace``, so ``vars()`` reads it."""
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise CheckpointError(
+                f"argparse.Namespace state must be a dict of names, found {type(state).__name__}"
+            )
+        self.__dict__.update(state)
 
 
 def _require_no_hooks(hooks: object, what: str) -> None:
     if hooks:
         raise UnsafePickleError(f"{what} carries backward hooks; refused")
+
+
+def _check_view(
+    storage: torch.storage.TypedStorage | torch.UntypedStorage, offset: int,
+    size: tuple[int, ...], stride: tuple[int, ...],
+) -> None:
+    """A tensor view must lie inside its storage and hold no more elements than it: no
+    negative sizes, no zero or negative strides on a dimension longer than 1 (as_strided
+    tricks that turn a few bytes into gigabytes once made contiguous). Python ints: no
+    overflow."""
+    available = storage._size() if isinstance(storage, torch.storage.TypedStorage) \
+        else storage.nbytes()
+    numel = 1
+    extent = offset
+    for n, step in zip(size, stride, strict=True):
+        if n < 0:
+            raise UnsafePickleError(f"tensor rebuild with a negative size {size} refused")
+        numel *= n
+        if n > 1:
+            if step <= 0:
+                raise UnsafePickleError(
+                    f"tensor rebuild with size {list(size)} and stride {list(stride)} refused: "
+                    "zero or negative strides repeat storage elements"
+                )
+            extent += (n - 1) * step
+    if offset < 0 or (numel and extent >= available) or numel > available:
+        raise UnsafePickleError(
+            f"tensor rebuild of size {list(size)}, stride {list(stride)}, offset {offset} "
+            f"refused: it needs more than the {available} elements its storage holds"
+        )
 
 
 def _checked_rebuild_tensor_v2(
@@ -192,9 +299,12 @@ def _checked_rebuild_tensor_v2(
 ) -> torch.Tensor:
     if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
         raise UnsafePickleError(f"tensor rebuild from a {type(storage).__name__} refused")
-    ints = (storage_offset, *tuple(size or ()), *tuple(stride or ()))  # type: ignore[arg-type]
-    if not all(isinstance(v, int) for v in ints) or not isinstance(requires_grad, bool):
+    if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)):
+        raise UnsafePickleError("tensor rebuild needs size and stride tuples of one length")
+    ints = (storage_offset, *size, *stride)
+    if not all(type(v) is int for v in ints) or not isinstance(requires_grad, bool):
         raise UnsafePickleError("tensor rebuild with non-integer geometry refused")
+    _check_view(storage, storage_offset, size, stride)  # type: ignore[arg-type]
     _require_no_hooks(backward_hooks, "a tensor")
     # metadata: torch's per-tensor flags (e.g. the conjugate bit), a dict of bools.
     if metadata is not None and not (
@@ -230,12 +340,13 @@ def _checked_rebuild_from_type_v2(
 
 
 def _checked_load_from_bytes(blob: object) -> object:
+    # A storage pickled on its own is a legacy torch.save blob; the bounded torch-file reader
+    # checks its declared element counts against the bytes present.
+    from .torch_file import read_legacy_torch
+
     if not isinstance(blob, bytes):
         raise UnsafePickleError(f"torch storage from {type(blob).__name__} refused")
-    try:
-        storage = torch.load(io.BytesIO(blob), weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as exc:
-        raise UnsafePickleError(f"embedded torch storage refused by weights_only: {exc}") from exc
+    storage = read_legacy_torch(io.BytesIO(blob), "embedded torch storage", len(blob))
     if not isinstance(storage, (torch.storage.TypedStorage, torch.UntypedStorage)):
         raise UnsafePickleError(
             f"embedded torch blob holds a {type(storage).__name__}, not a storage"
@@ -245,7 +356,7 @@ def _checked_load_from_bytes(blob: object) -> object:
 
 _TENSOR_REBUILDERS = (_checked_rebuild_tensor_v2, _checked_rebuild_parameter)
 
-_ALLOWED: dict[tuple[str, str], Callable[..., Any] | type | _TypeRef] = {
+_ALLOWED: dict[tuple[str, str], Callable[..., Any] | type | _TypeRef | StorageType] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
     ("dnnlib.util", "EasyDict"): EasyDict,
     ("dnnlib.tflib.network", "Network"): TFNetworkState,
@@ -254,7 +365,8 @@ _ALLOWED: dict[tuple[str, str], Callable[..., Any] | type | _TypeRef] = {
     ("__builtin__", "set"): set,  # protocols 0-2 written by Python 3 use Python 2 names
     ("_codecs", "encode"): _checked_latin1_encode,
     ("numpy", "dtype"): _checked_dtype,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NDARRAY_REF,
+    ("argparse", "Namespace"): Namespace,
     ("numpy.core.multiarray", "_reconstruct"): _checked_ndarray_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _checked_ndarray_reconstruct,
     ("numpy.core.numeric", "_frombuffer"): _checked_frombuffer,
@@ -269,6 +381,7 @@ _ALLOWED: dict[tuple[str, str], Callable[..., Any] | type | _TypeRef] = {
     ("torch.nn.parameter", "Parameter"): _PARAMETER_REF,
     ("torch.storage", "_load_from_bytes"): _checked_load_from_bytes,
 }
+_ALLOWED.update({("torch", name): token for name, token in STORAGE_TYPES.items()})
 ALLOWED_GLOBALS = frozenset(f"{m}.{n}" for m, n in _ALLOWED)
 
 
@@ -302,11 +415,13 @@ class _BoundedReader:
         return self._stream.tell()
 
 
-def scan_opcodes(stream: BinaryIO, label: str) -> None:
-    """Validate the opcode stream of one pickle starting at the stream's position.
+def scan_opcodes(stream: BinaryIO, label: str, persistent_ids: bool = False) -> None:
+    """Validate the opcode stream of one pickle starting at the stream's position; leaves the
+    stream just after its STOP.
 
     Builds nothing and resolves no global. Raises CheckpointError (malformed / truncated) or
-    UnsafePickleError (opcodes a weights file never needs).
+    UnsafePickleError (opcodes a weights file never needs; ``persistent_ids`` allows the
+    ones torch files use for their storages).
     """
     memo_size = 0
     depth = 0
@@ -316,7 +431,7 @@ def scan_opcodes(stream: BinaryIO, label: str) -> None:
         for op, arg, pos in pickletools.genops(reader):
             name = op.name
             where = f"{label}: opcode {name} at byte {pos}"
-            if name in _REFUSED_OPCODES:
+            if name in _REFUSED_OPCODES and not (persistent_ids and name == "BINPERSID"):
                 raise UnsafePickleError(f"{where} uses {_REFUSED_OPCODES[name]}; refused")
             number = arg if isinstance(arg, int) else 0  # PROTO and memo opcodes carry ints
             if name == "PROTO" and number > HIGHEST_PROTOCOL:
@@ -357,11 +472,17 @@ def scan_opcodes(stream: BinaryIO, label: str) -> None:
 
 
 class _AllowListUnpickler(pickle.Unpickler):
-    def __init__(self, stream: BinaryIO, label: str) -> None:
+    def __init__(self, stream: BinaryIO, label: str,
+                 persistent: Callable[[object], Any] | None = None,
+                 overrides: dict[tuple[str, str], Any] | None = None) -> None:
         super().__init__(stream)
         self._label = label
+        self._persistent = persistent
+        self._overrides = overrides or {}
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._overrides:
+            return self._overrides[(module, name)]
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
@@ -371,28 +492,130 @@ class _AllowListUnpickler(pickle.Unpickler):
             ) from None
 
     def persistent_load(self, pid: object) -> Any:
-        raise UnsafePickleError(f"{self._label}: persistent id {pid!r} refused")
+        if self._persistent is None:
+            raise UnsafePickleError(f"{self._label}: persistent id {pid!r:.80} refused")
+        return self._persistent(pid)
 
 
-def load_pickle(stream: BinaryIO, label: str) -> Any:
-    """Unpickle one object from a seekable binary stream through the allow-list.
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (at most 200 characters) for error messages."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
-    ``label`` (usually the file path) starts every error message.
+
+def load_pickle(
+    stream: BinaryIO, label: str, persistent: Callable[[object], Any] | None = None,
+    overrides: dict[tuple[str, str], Any] | None = None,
+) -> Any:
+    """Unpickle one object from a seekable binary stream through the allow-list, then
+    :func:`check_materialised` it; the stream is left just after the pickle.
+
+    ``label`` (usually the file path) starts every error message. ``persistent`` resolves
+    persistent ids (torch files' storages; without it they are refused); ``overrides``
+    replaces allow-list entries for this load (the torch reader's survey pass).
     """
     start = stream.tell()
-    scan_opcodes(stream, label)
+    scan_opcodes(stream, label, persistent_ids=persistent is not None)
+    end = stream.tell()
     stream.seek(start)
     try:
-        return _AllowListUnpickler(stream, label).load()
+        value = _AllowListUnpickler(stream, label, persistent, overrides).load()
     except CheckpointError as exc:
         if str(exc).startswith(label):
             raise
         raise type(exc)(f"{label}: {exc}") from exc
+    except MemoryError:
+        raise CheckpointError(
+            f"{label}: the pickle asks for more memory than is available; a weights file of "
+            "this size never does"
+        ) from None
     except Exception as exc:  # e.g. APPEND onto a non-list: a damaged or crafted file
-        raise CheckpointError(f"{label}: malformed pickle ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{label}: malformed pickle ({one_line(exc)})") from exc
+    stream.seek(end)
+    check_materialised(value, label)
+    return value
+
+
+def _children(value: Any) -> tuple[Any, ...] | None:
+    """What a built pickle value holds (None: a leaf)."""
+    if isinstance(value, dict):
+        return (*value.keys(), *value.values())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return tuple(value)
+    if isinstance(value, PersistentRecord):
+        return (value.class_name, value.version, value.state)
+    if isinstance(value, Namespace):
+        return tuple(vars(value).values())
+    return None
+
+
+def _leaf_bytes(value: Any, label: str) -> int:
+    if isinstance(value, (str, bytes, bytearray)):
+        return _OBJECT_BYTES + len(value)
+    if type(value) is int and value.bit_length() > MAX_INT_BITS:
+        raise CheckpointError(
+            f"{label}: expected integers of at most {MAX_INT_BITS} bits in a weights file, "
+            f"found one of {value.bit_length()} bits"
+        )
+    return _OBJECT_BYTES  # tensors and arrays: their data is bounded by the file's bytes
+
+
+def check_materialised(value: Any, label: str) -> None:
+    """Refuse a built pickle value whose tree (every shared reference counted as a copy)
+    exceeds MAX_MATERIALISED_BYTES, nests deeper than MAX_NESTING_DEPTH or has a cycle.
+
+    One iterative pass over the object graph (each object visited once; sizes summed with
+    Python ints), so the check itself costs what the file holds, not what it expands to."""
+    sizes: dict[int, int] = {}
+    depths: dict[int, int] = {}
+    open_: set[int] = set()
+    keep: list[Any] = []  # ids stay valid while their objects are alive
+    todo: list[tuple[Any, bool]] = [(value, False)]
+    while todo:
+        item, done = todo.pop()
+        key = id(item)
+        children = _children(item)
+        if children is None:
+            if key not in sizes:
+                sizes[key], depths[key] = _leaf_bytes(item, label), 0
+                keep.append(item)
+            continue
+        if done:
+            open_.discard(key)
+            sizes[key] = _OBJECT_BYTES * (1 + len(children)) + sum(
+                sizes[id(c)] for c in children
+            )
+            depths[key] = 1 + max((depths[id(c)] for c in children), default=0)
+            if sizes[key] > MAX_MATERIALISED_BYTES:
+                raise CheckpointError(
+                    f"{label}: expected a weights-file structure of at most "
+                    f"{MAX_MATERIALISED_BYTES} bytes with shared references expanded, found "
+                    f"{sizes[key]} bytes (a memo-reference bomb); refused before use"
+                )
+            if depths[key] > MAX_NESTING_DEPTH:
+                raise CheckpointError(
+                    f"{label}: expected objects nested at most {MAX_NESTING_DEPTH} levels in a "
+                    f"weights file, found deeper nesting; refused before use"
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in open_:
+            raise CheckpointError(f"{label}: the pickle holds a reference cycle; a weights "
+                                  "file never does")
+        if len(open_) > MAX_NESTING_DEPTH:
+            raise CheckpointError(
+                f"{label}: expected objects nested at most {MAX_NESTING_DEPTH} levels in a "
+                f"weights file, found deeper nesting; refused before use"
+            )
+        open_.add(key)
+        keep.append(item)
+        todo.append((item, True))
+        todo.extend((child, False) for child in children if id(child) not in sizes)
 
 
 def load_pickle_file(path: str | os.PathLike[str]) -> Any:
-    """:func:`load_pickle` on a file path."""
-    with open(path, "rb") as stream:
-        return load_pickle(stream, os.fspath(path))
+    """:func:`load_pickle` on a file path (a regular file of at most CHECKPOINT_MAX_BYTES)."""
+    label = os.fspath(path)
+    with open_regular_file(label, "checkpoint", CHECKPOINT_MAX_BYTES, CheckpointError) as stream:
+        return load_pickle(stream, label)
