@@ -29,20 +29,39 @@ TINY = StyleGAN2Config(
 
 # ------------------------------------------------------------------ float64 reference
 
+SQRT2 = math.sqrt(2)
+REF_ACT = {  # NVIDIA bias_act: function, default gain
+    "linear": (lambda y: y, 1.0),
+    "relu": (lambda y: np.maximum(y, 0), SQRT2),
+    "lrelu": (lambda y: np.where(y >= 0, y, 0.2 * y), SQRT2),
+    "tanh": (np.tanh, 1.0),
+    "sigmoid": (lambda y: 1 / (1 + np.exp(-y)), 1.0),
+    "elu": (lambda y: np.where(y > 0, y, np.expm1(np.minimum(y, 0))), 1.0),
+    "selu": (lambda y: 1.0507009873554805 * np.where(
+        y > 0, y, 1.6732632423543772 * np.expm1(np.minimum(y, 0))), 1.0),
+    "softplus": (lambda y: np.logaddexp(0, y), 1.0),
+    "swish": (lambda y: y / (1 + np.exp(-y)), SQRT2),
+}
 
-def ref_fc(p, name, x, lr, lrelu):
+
+def ref_act(y, name):
+    f, gain = REF_ACT[name]
+    return f(y) * gain
+
+
+def ref_fc(p, name, x, lr, act):
     w = p[f"{name}.weight"] * (lr / math.sqrt(x.shape[-1]))
     y = x @ w.T + p[f"{name}.bias"] * lr
-    return np.where(y >= 0, y, 0.2 * y) * math.sqrt(2) if lrelu else y
+    return ref_act(y, act)
 
 
 def ref_mapping(p, cfg, z, c=None):
     x = z / np.sqrt(np.mean(z**2, axis=1, keepdims=True) + 1e-8)
     if cfg.c_dim:
-        y = ref_fc(p, "mapping.embed", c, 1.0, False)
+        y = ref_fc(p, "mapping.embed", c, 1.0, "linear")
         x = np.concatenate([x, y / np.sqrt(np.mean(y**2, axis=1, keepdims=True) + 1e-8)], 1)
     for i in range(cfg.mapping_layers):
-        x = ref_fc(p, f"mapping.fc{i}", x, cfg.mapping_lr_multiplier, True)
+        x = ref_fc(p, f"mapping.fc{i}", x, cfg.mapping_lr_multiplier, cfg.mapping_activation)
     return x
 
 
@@ -77,7 +96,8 @@ def ref_layer(p, cfg, name, x, w, up, noise):
                 y[:, dy : dy + 2 * h : 2, dx : dx + 2 * wd : 2] += np.einsum(
                     "oi,ihw->ohw", wm[:, :, dy, dx], x
                 )
-        y = ref_correlate(y, ref_fir(cfg), 1, 1)
+        pad = len(cfg.resample_kernel) // 2 - 1  # NVIDIA conv2d_resample, up=2, padding=1
+        y = ref_correlate(y, ref_fir(cfg), pad, pad)
     else:
         xp = np.pad(x, ((0, 0), (1, 1), (1, 1)))
         y = np.zeros((cout, h, wd))
@@ -87,9 +107,9 @@ def ref_layer(p, cfg, name, x, w, up, noise):
     if noise is not None:
         y = y + noise * p[f"{name}.noise_strength"]
     y = y + p[f"{name}.bias"][:, None, None]
-    y = np.where(y >= 0, y, 0.2 * y) * math.sqrt(2)
-    if cfg.conv_clamp is not None:
-        y = np.clip(y, -cfg.conv_clamp * math.sqrt(2), cfg.conv_clamp * math.sqrt(2))
+    y = ref_act(y, cfg.synthesis_activation)
+    if cfg.conv_clamp is not None:  # conv_clamp * gain, the layer gain being 1 (skip)
+        y = np.clip(y, -cfg.conv_clamp, cfg.conv_clamp)
     return y
 
 
@@ -361,3 +381,87 @@ def test_wrong_latent_shape_is_a_clear_error():
     gen, _ = make()
     with pytest.raises(GeneratorInputError, match=r"W\+: expected shape \[N, 8, 16\]"):
         gen.synthesis(torch.zeros(1, 7, 16))
+
+
+SMALL = StyleGAN2Config(**{**TINY.to_dict(), "img_resolution": 16})
+
+
+def _ws(cfg, seed, n=1):
+    return torch.randn(n, cfg.num_ws, cfg.w_dim, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_layers_clamp_at_conv_clamp_times_the_skip_gain_of_1(fused):
+    """NVIDIA clamps a synthesis layer at conv_clamp * gain (gain 1 in the skip architecture),
+    after the activation gain: with a clamp the activations reach, every layer's output tops
+    out at exactly conv_clamp, never at conv_clamp * sqrt(2)."""
+    cfg = StyleGAN2Config(**{**SMALL.to_dict(), "conv_clamp": 0.5})
+    gen, _ = make(cfg, seed=8)
+    ws = _ws(cfg, 9)
+    peaks = []
+    state = (None, None)
+    with torch.no_grad():
+        for step in gen.synthesis.steps:
+            state = gen.synthesis.run_step(step, state, ws, SynthesisOptions(fused=fused))
+            if step.layer != "torgb":
+                peaks.append(float(state[0][:, : gen.synthesis.block(step.res).conv1.out_channels]
+                                   .abs().max()))
+    assert max(peaks) == pytest.approx(0.5, abs=1e-7)
+    assert sum(p == pytest.approx(0.5, abs=1e-7) for p in peaks) >= len(peaks) // 2
+
+
+@pytest.mark.parametrize("act", ["linear", "relu", "lrelu", "tanh", "sigmoid", "elu", "selu",
+                                 "softplus", "swish"])
+def test_every_nvidia_activation_matches_reference(act):
+    cfg = StyleGAN2Config(**{**SMALL.to_dict(), "mapping_activation": act,
+                             "synthesis_activation": act, "conv_clamp": 2.0})
+    gen, p = make(cfg, seed=10)
+    z = torch.randn(2, cfg.z_dim, generator=torch.Generator().manual_seed(11))
+    ws = _ws(cfg, 12)
+    with torch.no_grad():
+        w = gen.mapping(z).double().numpy()
+        img = gen.synthesis(ws).double().numpy()
+    np.testing.assert_allclose(w, ref_mapping(p, cfg, z.double().numpy()), atol=1e-5)
+    ref = ref_synthesis(p, cfg, ws.double().numpy(), const_noise(p))
+    np.testing.assert_allclose(img, ref, atol=1e-5)
+    lrelu = StyleGAN2Config(**{**cfg.to_dict(), "synthesis_activation": "lrelu"})
+    if act != "lrelu":  # the option is honoured, not ignored
+        other = ref_synthesis(p, lrelu, ws.double().numpy(), const_noise(p))
+        assert np.abs(other - img).max() > 1e-2
+    fusable = act in ("linear", "relu", "lrelu")
+    if fusable:
+        with torch.no_grad():
+            fused = gen.synthesis(ws, SynthesisOptions(fused=True)).double().numpy()
+        np.testing.assert_allclose(fused, ref, atol=1e-5)
+    else:
+        with torch.no_grad(), pytest.raises(GeneratorInputError, match=f"activation.*{act}"):
+            gen.synthesis(ws, SynthesisOptions(fused=True))
+
+
+def test_unknown_activation_is_refused_by_name():
+    for field in ("mapping_activation", "synthesis_activation"):
+        with pytest.raises(GeneratorConfigError, match=f"{field}.*'gelu'"):
+            StyleGAN2Config(**{field: "gelu"})
+
+
+def test_non_default_fir_applies_to_up_layers_and_images_but_not_conv1():
+    cfg = StyleGAN2Config(**{**SMALL.to_dict(), "resample_kernel": [1, 1]})
+    shapes = expected_state_shapes(cfg)
+    assert shapes["synthesis.b8.resample_filter"] == (2, 2)
+    assert shapes["synthesis.b8.conv0.resample_filter"] == (2, 2)
+    assert shapes["synthesis.b8.conv1.resample_filter"] == (4, 4)  # NVIDIA's default
+    assert shapes["synthesis.b4.conv1.resample_filter"] == (4, 4)
+    gen, p = make(cfg, seed=13)
+    ws = _ws(cfg, 14)
+    with torch.no_grad():
+        img = gen.synthesis(ws).double().numpy()
+    ref = ref_synthesis(p, cfg, ws.double().numpy(), const_noise(p))
+    np.testing.assert_allclose(img, ref, atol=1e-5)
+    default = ref_synthesis(p, SMALL, ws.double().numpy(), const_noise(p))
+    assert np.abs(default - img).max() > 1e-2
+    with torch.no_grad(), pytest.raises(GeneratorInputError, match="4-tap resample_kernel"):
+        gen.synthesis(ws, SynthesisOptions(fused=True))
+    state = random_state_dict(cfg, 13)
+    state["synthesis.b8.conv1.resample_filter"] = torch.full((4, 4), 1 / 16)
+    with pytest.raises(CheckpointError, match=r"conv1.resample_filter.*default.*\[1, 3, 3, 1\]"):
+        Generator.from_state_dict(cfg, state)

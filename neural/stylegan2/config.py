@@ -17,6 +17,12 @@ from ..config_json import config_from_dict
 from ..errors import CheckpointError, NeuralError
 
 SUPPORTED_ARCHITECTURES = ("skip",)
+# NVIDIA's bias_act activations (stylegan2-ada-pytorch and TF stylegan2 alike); their functions
+# and default gains live in ``ops.ACTIVATIONS``.
+ACTIVATIONS = ("linear", "relu", "lrelu", "tanh", "sigmoid", "elu", "selu", "softplus", "swish")
+# NVIDIA never passes the configured FIR to a block's conv1 (it does not resample), so its
+# ``resample_filter`` buffer always holds this default kernel.
+DEFAULT_RESAMPLE_KERNEL: tuple[int, ...] = (1, 3, 3, 1)
 
 
 class GeneratorConfigError(NeuralError):
@@ -81,13 +87,20 @@ class StyleGAN2Config(ResolutionLadder):
     num_fp16_res: int = 0
     conv_clamp: float | None = None
     architecture: str = "skip"
-    resample_kernel: tuple[int | float, ...] = (1, 3, 3, 1)
+    resample_kernel: tuple[int | float, ...] = DEFAULT_RESAMPLE_KERNEL
     w_avg_beta: float = 0.995
+    mapping_activation: str = "lrelu"
+    synthesis_activation: str = "lrelu"
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and comparable.
         object.__setattr__(self, "resample_kernel", tuple(self.resample_kernel))
         _validate(self)
+
+    def layer_resample_kernel(self, key: str) -> tuple[int | float, ...]:
+        """The FIR kernel of state-dict buffer ``key`` (``synthesis.b{R}[.conv0|.conv1]
+        .resample_filter``): the configured one, except conv1's (NVIDIA's default)."""
+        return DEFAULT_RESAMPLE_KERNEL if ".conv1." in key else self.resample_kernel
 
     def channels(self, res: int) -> int:
         """Feature channels of the block at resolution ``res``."""
@@ -173,6 +186,13 @@ def _validate(c: StyleGAN2Config) -> None:
             f"taps and a positive sum (e.g. [1, 3, 3, 1]), found {list(k)}"
         )
     _require_positive_float("w_avg_beta", c.w_avg_beta)
+    for name in ("mapping_activation", "synthesis_activation"):
+        value = getattr(c, name)
+        if value not in ACTIVATIONS:
+            raise GeneratorConfigError(
+                f"field {name}: expected one of {', '.join(ACTIVATIONS)} (NVIDIA's bias_act "
+                f"activations), found {value!r}"
+            )
     smallest = c.channel_base // c.img_resolution
     if smallest < 1:
         raise GeneratorConfigError(
@@ -192,10 +212,11 @@ def expected_state_shapes(config: StyleGAN2Config) -> dict[str, tuple[int, ...]]
     shapes: dict[str, tuple[int, ...]] = {}
 
     def layer(prefix: str, cin: int, cout: int, res: int) -> None:
+        kl = len(c.layer_resample_kernel(f"{prefix}.resample_filter"))
         shapes[f"{prefix}.weight"] = (cout, cin, 3, 3)
         shapes[f"{prefix}.noise_strength"] = ()
         shapes[f"{prefix}.bias"] = (cout,)
-        shapes[f"{prefix}.resample_filter"] = (k, k)
+        shapes[f"{prefix}.resample_filter"] = (kl, kl)
         shapes[f"{prefix}.noise_const"] = (res, res)
         shapes[f"{prefix}.affine.weight"] = (cin, c.w_dim)
         shapes[f"{prefix}.affine.bias"] = (cin,)

@@ -18,14 +18,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...contract.catalogue import NOISE_MODES, PRECISIONS, NoiseMode, Precision
 from ..errors import CheckpointError, NeuralError
 from . import kernels, ops
-from .config import StyleGAN2Config, check_state_shapes, expected_state_shapes
+from .config import (
+    DEFAULT_RESAMPLE_KERNEL,
+    StyleGAN2Config,
+    check_state_shapes,
+    expected_state_shapes,
+)
 
-NoiseMode = Literal["const", "none", "random"]
-Precision = Literal["fp32", "fp16", "bf16"]
-NOISE_MODES: tuple[str, ...] = ("const", "none", "random")
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 FUSED_MIN_RES = 256
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -37,15 +39,15 @@ class GeneratorInputError(NeuralError, ValueError):
 class FullyConnected(nn.Module):
     """Dense layer with equalised learning rate (NVIDIA's FullyConnectedLayer, TF's ``dense``
     + ``apply_bias``): weight [out, in], runtime weight = weight * gain * lr_multiplier /
-    sqrt(in_features), runtime bias = bias * lr_multiplier; ``lrelu``: leaky ReLU times its
-    gain sqrt(2) after it."""
+    sqrt(in_features), runtime bias = bias * lr_multiplier, then ``activation`` (a name of
+    ``ops.ACTIVATIONS``) times its default gain, as NVIDIA's bias_act."""
 
     def __init__(
         self,
         in_features: int,
         out_features: int,
         lr_multiplier: float = 1.0,
-        lrelu: bool = False,
+        activation: str = "linear",
         gain: float = 1.0,
     ) -> None:
         super().__init__()
@@ -53,7 +55,7 @@ class FullyConnected(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features))
         self.weight_gain = gain * lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
-        self.lrelu = lrelu
+        self.activation = activation
 
     def forward(self, x: torch.Tensor, batched: bool = False) -> torch.Tensor:
         """x [N, in] -> [N, out] (float32). Unless ``batched``, rows are multiplied one at a
@@ -66,8 +68,8 @@ class FullyConnected(nn.Module):
         else:
             rows = [torch.addmm(bias, x[n : n + 1], weight_t) for n in range(x.shape[0])]
             x = rows[0] if len(rows) == 1 else torch.cat(rows)
-        if self.lrelu:
-            x = F.leaky_relu(x, ops.LRELU_SLOPE) * ops.LRELU_GAIN
+        if self.activation != "linear":
+            x = ops.bias_act(x, None, self.activation)
         return x
 
 
@@ -88,7 +90,7 @@ class MappingNetwork(nn.Module):
                 fan_in if i == 0 else config.w_dim,
                 config.w_dim,
                 config.mapping_lr_multiplier,
-                lrelu=True,
+                activation=config.mapping_activation,
             )
             self.add_module(f"fc{i}", layer)
         self.w_avg: torch.Tensor
@@ -162,11 +164,14 @@ class _FrozenWeights:
 
 
 class SynthesisLayer(nn.Module):
-    """Modulated + demodulated 3x3 conv (optionally 2x up-sampling), noise, bias, lrelu.
+    """Modulated + demodulated 3x3 conv (optionally 2x up-sampling), noise, bias, activation
+    (``config.synthesis_activation``, default lrelu) times its gain, clamp at ``conv_clamp``
+    (NVIDIA's ``conv_clamp * gain`` with the skip architecture's layer gain 1).
 
-    The lrelu gain sqrt(2) is folded into weights, bias and noise (lrelu is positively
-    homogeneous), so a layer is one convolution plus in-place noise and lrelu passes, or on
-    the fused path a single oneDNN call.
+    The gain of a positively homogeneous activation (linear, relu, lrelu) is folded into
+    weights, bias and noise, so a layer is one convolution plus in-place noise and activation
+    passes, or on the fused path a single oneDNN call; other activations are applied, then
+    multiplied by their gain.
     """
 
     def __init__(
@@ -177,22 +182,36 @@ class SynthesisLayer(nn.Module):
         self.res = res
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.act_clamp = None if config.conv_clamp is None else config.conv_clamp * ops.LRELU_GAIN
+        self.activation = config.synthesis_activation
+        act = ops.ACTIVATIONS[self.activation]
+        self.fold_gain = act.gain if act.homogeneous else 1.0
+        self.post_gain = 1.0 if act.homogeneous else act.gain
+        self.act_clamp = config.conv_clamp
         self.resample_filter: torch.Tensor
         self.noise_const: torch.Tensor
         self.weight = nn.Parameter(torch.zeros(out_channels, in_channels, 3, 3))
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros(out_channels))
-        self.register_buffer("resample_filter", ops.resample_filter(config.resample_kernel))
+        # NVIDIA hands the configured FIR to up-sampling layers only.
+        kernel = config.resample_kernel if up else DEFAULT_RESAMPLE_KERNEL
+        self.register_buffer("resample_filter", ops.resample_filter(kernel))
         self.register_buffer("noise_const", torch.zeros(res, res))
         self.affine = FullyConnected(config.w_dim, in_channels)
         self._frozen = _FrozenWeights()
 
     def scaled_noise(self, noise: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-        """Unit noise [N or 1, 1, R, R] -> the term this layer adds (strength x lrelu gain)."""
+        """Unit noise [N or 1, 1, R, R] -> the term this layer adds (strength x folded gain)."""
         if noise is None:
             return None
-        return (noise * (self.noise_strength * ops.LRELU_GAIN)).to(dtype)
+        return (noise * (self.noise_strength * self.fold_gain)).to(dtype)
+
+    @property
+    def fusable(self) -> bool:
+        """Whether ``forward_fused`` can run this layer: oneDNN fuses linear, relu and lrelu,
+        and the polyphase up-convolution needs a 4-tap FIR."""
+        return ops.ACTIVATIONS[self.activation].homogeneous and (
+            not self.up or self.resample_filter.shape[-1] == 4
+        )
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         """x [N, I, R', R'] -> [N, O, R, R]; w [N, w_dim]; noise [N or 1, 1, R, R] unit noise
@@ -200,15 +219,17 @@ class SynthesisLayer(nn.Module):
         x = x[:, : self.in_channels]  # drop a noise channel prepared for the fused path
         fmt = ops.memory_format_of(x)
         energy = self._frozen.energy(self.weight)
-        scales = ops.modulation_scales(self.affine(w), energy, ops.LRELU_GAIN)
-        bias = self.bias * ops.LRELU_GAIN
+        scales = ops.modulation_scales(self.affine(w), energy, self.fold_gain)
+        bias = self.bias * self.fold_gain
         if self.up:
             weight = self._frozen.layout(self.weight, "transposed", fmt)
             y = ops.modulated_conv(x, weight, scales, bias, self.resample_filter)
         else:
             weight = self._frozen.layout(self.weight, "conv", fmt)
             y = ops.modulated_conv(x, weight, scales, bias)
-        return ops.add_noise_lrelu_clamp(y, self.scaled_noise(noise, y.dtype), self.act_clamp)
+        return ops.add_noise_act_clamp(
+            y, self.scaled_noise(noise, y.dtype), self.activation, self.post_gain, self.act_clamp
+        )
 
     def forward_fused(
         self,
@@ -225,9 +246,11 @@ class SynthesisLayer(nn.Module):
         layer's scaled noise, [N or 1, 1, R, R]) when given, else returns [N, O, R, R].
         """
         dtype = x.dtype
+        assert self.fusable
+        slope = ops.ACTIVATIONS[self.activation].onednn_slope
         energy = self._frozen.energy(self.weight)
-        scales = ops.modulation_scales(self.affine(w), energy, ops.LRELU_GAIN)
-        bias = self.bias * ops.LRELU_GAIN
+        scales = ops.modulation_scales(self.affine(w), energy, self.fold_gain)
+        bias = self.bias * self.fold_gain
         own_noise = self.scaled_noise(noise, dtype)
         batch = x.shape[0]
         if self.up:
@@ -246,7 +269,9 @@ class SynthesisLayer(nn.Module):
                 phases = None if own_noise is None else F.pixel_unshuffle(_sample(own_noise, n), 2)
                 xin = ops.with_noise_channels(x[n : n + 1, : self.in_channels], phases)
                 scale4 = scales[n].repeat(4, 1)
-                y = ops.fused_conv(xin, weight, scale4, bias, 0 if phases is None else 4, dtype)
+                y = ops.fused_conv(
+                    xin, weight, scale4, bias, 0 if phases is None else 4, dtype, slope
+                )
                 if self.act_clamp is not None:
                     y = y.clamp_(-self.act_clamp, self.act_clamp)
                 ops.pixel_shuffle_into(out[n : n + 1], y)
@@ -263,7 +288,7 @@ class SynthesisLayer(nn.Module):
             else:
                 xn = xn.contiguous(memory_format=torch.channels_last)
             noise_maps = 0 if xn.shape[1] == self.in_channels else 1
-            y = ops.fused_conv(xn, weight, scales[n], bias, noise_maps, dtype)
+            y = ops.fused_conv(xn, weight, scales[n], bias, noise_maps, dtype, slope)
             if self.act_clamp is not None:
                 y = y.clamp_(-self.act_clamp, self.act_clamp)
             outs.append(y)
@@ -416,6 +441,14 @@ class SynthesisOptions(NoiseAndPrecision):
                     f"convolution in {x.dtype} (here: {kernels.describe()})"
                 )
             return False
+        if not fusable(config):
+            if self.fused:
+                raise GeneratorInputError(
+                    "fused: the fused path needs a linear, relu or lrelu synthesis activation "
+                    f"and a 4-tap resample_kernel, found {config.synthesis_activation!r} and "
+                    f"{list(config.resample_kernel)}"
+                )
+            return False
         if self.fused:
             return True
         return self.block_dtype(config, res) == torch.bfloat16 and res >= FUSED_MIN_RES
@@ -425,6 +458,12 @@ class SynthesisOptions(NoiseAndPrecision):
         if use_cl is None:
             use_cl = device.type == "cpu" or dtype != torch.float32
         return torch.channels_last if use_cl else torch.contiguous_format
+
+
+def fusable(config: StyleGAN2Config) -> bool:
+    """Whether every layer of ``config`` can run ``SynthesisLayer.forward_fused``."""
+    act = ops.ACTIVATIONS[config.synthesis_activation]
+    return act.homogeneous and len(config.resample_kernel) == 4
 
 
 SynthesisState = tuple[torch.Tensor | None, torch.Tensor | None]
@@ -538,14 +577,17 @@ class Generator(nn.Module):
         """Build from NVIDIA-named tensors, checking every key and shape (``CheckpointError``)."""
         state = dict(state)
         check_state_shapes(config, state, source)
-        expected_filter = ops.resample_filter(config.resample_kernel)
         for key, value in state.items():
-            if key.endswith("resample_filter") and not torch.allclose(
-                value.float().cpu(), expected_filter, rtol=1e-5, atol=1e-7
+            if not key.endswith("resample_filter"):
+                continue
+            kernel = config.layer_resample_kernel(key)
+            if not torch.allclose(
+                value.float().cpu(), ops.resample_filter(kernel), rtol=1e-5, atol=1e-7
             ):
+                what = "NVIDIA's default" if kernel != config.resample_kernel else "the config's"
                 raise CheckpointError(
-                    f"{source}: key {key} holds a FIR filter that is not the config's "
-                    f"resample_kernel {list(config.resample_kernel)}"
+                    f"{source}: key {key} holds a FIR filter that is not {what} "
+                    f"resample kernel {list(kernel)}"
                 )
         return load_frozen(cls(config), state, source)
 
@@ -605,7 +647,7 @@ def random_state_dict(config: StyleGAN2Config, seed: int = 0) -> dict[str, torch
     state: dict[str, torch.Tensor] = {}
     for key, shape in expected_state_shapes(config).items():
         if key.endswith("resample_filter"):
-            state[key] = ops.resample_filter(config.resample_kernel)
+            state[key] = ops.resample_filter(config.layer_resample_kernel(key))
             continue
         value = torch.randn(shape, generator=gen)
         if key.startswith("mapping.fc") and key.endswith("weight"):

@@ -10,17 +10,73 @@ oneDNN variant (bottom of this file) removes those passes too, for CPU inference
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from . import kernels
+from .config import ACTIVATIONS as ACTIVATION_NAMES
 
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 DEMOD_EPS = 1e-8
 UP_GAIN = 4.0  # FIR gain after 2x zero-insertion: up ** 2
+
+
+ActFn = Callable[[torch.Tensor, bool], torch.Tensor]
+"""(x, may work in place) -> activation(x)."""
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One of NVIDIA's bias_act activations: ``func`` (in place where ``inplace``), its
+    default ``gain``, and whether it is positively homogeneous (act(a x) = a act(x) for
+    a > 0), which lets the gain be folded into the weights, bias and noise before it.
+    ``onednn_slope``: the leaky-ReLU slope oneDNN's fused convolution computes it with
+    (None: oneDNN has no fused form)."""
+
+    func: ActFn
+    gain: float
+    homogeneous: bool
+    onednn_slope: float | None = None
+
+
+def _pure(f: Callable[[torch.Tensor], torch.Tensor]) -> ActFn:
+    return lambda x, inplace: f(x)
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "linear": Activation(lambda x, inplace: x, 1.0, True),
+    "relu": Activation(lambda x, inplace: F.relu_(x) if inplace else F.relu(x), LRELU_GAIN, True,
+                       0.0),
+    "lrelu": Activation(
+        lambda x, inplace: F.leaky_relu_(x, LRELU_SLOPE) if inplace
+        else F.leaky_relu(x, LRELU_SLOPE),
+        LRELU_GAIN, True, LRELU_SLOPE,
+    ),
+    "tanh": Activation(_pure(torch.tanh), 1.0, False),
+    "sigmoid": Activation(_pure(torch.sigmoid), 1.0, False),
+    "elu": Activation(_pure(F.elu), 1.0, False),
+    "selu": Activation(_pure(F.selu), 1.0, False),
+    "softplus": Activation(_pure(F.softplus), 1.0, False),
+    "swish": Activation(_pure(lambda x: torch.sigmoid(x) * x), LRELU_GAIN, False),
+}
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES
+
+
+def bias_act(
+    x: torch.Tensor, bias: torch.Tensor | None, act: str, gain: float = 1.0
+) -> torch.Tensor:
+    """NVIDIA's bias_act for [N, C] or [N, C, H, W]: act(x + bias) * gain (gain multiplies
+    the activation's default gain)."""
+    if bias is not None:
+        x = x + bias.reshape([-1 if i == 1 else 1 for i in range(x.dim())])
+    spec = ACTIVATIONS[act]
+    x = spec.func(x, False)
+    total = spec.gain * gain
+    return x if total == 1.0 else x * total
 
 
 def resample_filter(kernel: Sequence[float]) -> torch.Tensor:
@@ -120,18 +176,24 @@ def fir_filter(y: torch.Tensor, fir: torch.Tensor, bias: torch.Tensor | None) ->
     return F.conv2d(y, _depthwise_fir(fir, y), bias, padding=k // 2 - 1, groups=channels)
 
 
-def add_noise_lrelu_clamp(
-    x: torch.Tensor, noise: torch.Tensor | None, clamp: float | None
+def add_noise_act_clamp(
+    x: torch.Tensor,
+    noise: torch.Tensor | None,
+    act: str,
+    post_gain: float,
+    clamp: float | None,
 ) -> torch.Tensor:
-    """x (+ noise, broadcast [N or 1, 1, H, W]) -> leaky ReLU(0.2) -> clamp to +-clamp.
+    """x (+ noise, broadcast [N or 1, 1, H, W]) -> activation ``act`` -> * ``post_gain`` ->
+    clamp to +-clamp (NVIDIA's bias_act order: gain before clamp).
 
-    In place when no gradient is recorded; the lrelu gain sqrt(2) is expected to be folded
-    into x already (lrelu is positively homogeneous).
-    """
+    In place when no gradient is recorded. For a homogeneous activation the caller folds its
+    gain into x and passes post_gain 1 (the bias is already in x)."""
     inplace = not (torch.is_grad_enabled() and x.requires_grad)
     if noise is not None:
         x = x.add_(noise) if inplace else x + noise
-    x = F.leaky_relu_(x, LRELU_SLOPE) if inplace else F.leaky_relu(x, LRELU_SLOPE)
+    x = ACTIVATIONS[act].func(x, inplace)
+    if post_gain != 1.0:
+        x = x.mul_(post_gain) if inplace else x * post_gain
     if clamp is not None:
         x = x.clamp_(-clamp, clamp) if inplace else x.clamp(-clamp, clamp)
     return x
@@ -232,8 +294,10 @@ def fused_conv(
     bias: torch.Tensor,
     phases: int,
     dtype: torch.dtype,
+    slope: float | None = LRELU_SLOPE,
 ) -> torch.Tensor:
-    """Modulated 3x3 conv + bias + leaky ReLU for one sample, noise already in the input.
+    """Modulated 3x3 conv + bias + leaky ReLU(slope; None: none) for one sample, noise
+    already in the input.
 
     x [1, I + noise_slots(phases), H, W] (phases = 0: no noise); weight [O, I, 3, 3] (or a
     polyphase kernel) in float32; scales [O, I]; bias [O] -> [1, O, H, W] in ``dtype``."""
@@ -241,7 +305,7 @@ def fused_conv(
     if phases:
         w = torch.cat([w, noise_input_weights(w.shape[0], noise_slots(phases), phases, w)], 1)
     w = w.to(dtype).contiguous(memory_format=torch.channels_last)
-    return onednn_conv(x, w, bias.to(dtype), lrelu=True)
+    return kernels.pointwise_conv(x, w, bias.to(dtype), 1, slope)
 
 
 def pixel_shuffle_into(out: torch.Tensor, y: torch.Tensor) -> None:
