@@ -33,8 +33,8 @@ from bpy.types import Depsgraph, Object, Scene
 
 from . import dependencies, face_image, model_files, portrait, properties, rig_props
 from .bridge import WorkerClient, WorkerError
-from .neural.errors import NeuralError
-from .neural.worker_protocol import FaceImage, RenderJob, WorkerEvent
+from .contract import catalogue
+from .contract.protocol import FaceImage, RenderJob, WorkerEvent
 from .preferences import addon_preferences
 
 POLL_BUDGET = 0.012  # seconds of main-thread time per poll: stays well inside a 60 Hz frame
@@ -44,10 +44,9 @@ STREAM_FROM = 32  # smaller blocks are blurs not worth a texture upload
 BLOCKING_TIMEOUT = 900.0  # a first 1024 px render on a slow CPU, model load included
 DEFAULT_IMAGE_SIZE = 256
 STATS_KEPT = 2000
-DEVICES = {"AUTO": "auto", "CPU": "cpu", "CUDA": "cuda"}
 
 
-class LiveError(NeuralError):
+class LiveError(Exception):
     """A rig cannot be rendered yet (no model file, worker Python unusable, ...)."""
 
 
@@ -137,13 +136,16 @@ def job_for(
     final: bool = False,
     target: str = "",
     output_path: str = "",
+    output_root: str = "",
 ) -> RenderJob:
     """The worker job of ``ob``'s face (evaluated values when ``depsgraph`` is given): the
-    rig's model file or the preferences' one, the preferences' device; previews stream."""
+    rig's model file or the preferences' one, the preferences' device; previews stream.
+    ``output_path`` (write the final image there) must lie in ``output_root``, the folder
+    the caller writes into (default: the output path's own folder); the worker checks."""
     state = rig_props.rig_state(ob, depsgraph=depsgraph, final=final)
     prefs = addon_preferences(bpy.context)
     paths = model_files.model_paths(prefs, state.backend, rig_props.model_path(ob))
-    model = paths.pop("generator", "")
+    model = paths.pop(catalogue.ROLE_GENERATOR, "")
     if not model:
         raise LiveError(
             f"No {state.backend} generator: set the rig's Model, or the generator in "
@@ -155,10 +157,11 @@ def job_for(
         state=state,
         model_path=model,
         target=target or face_name(ob),
-        device=DEVICES.get(prefs.device, "auto"),
+        device=catalogue.device_from_item(prefs.device),
         files={role: path for role, path in paths.items() if path},
         stream_from=None if final else STREAM_FROM,
         output_path=output_path,
+        output_root=output_root or (os.path.dirname(output_path) if output_path else ""),
     )
 
 

@@ -13,6 +13,7 @@ from bpy.props import EnumProperty, StringProperty
 from bpy.types import AddonPreferences, Context, UILayout
 
 from . import dependencies
+from .contract import catalogue
 from .model_files import (
     FACE_MODEL,
     FACE_MODEL_FILENAME,
@@ -33,11 +34,7 @@ __all__ = [
     "resolved_face_model_path",
 ]
 
-_BACKEND_TITLES = {
-    "stylegan2": "StyleGAN2 (SeFa sliders)",
-    "discofacegan": "DiscoFaceGAN",
-    "stylerig": "StyleRig (RigNet on the StyleGAN2 generator)",
-}
+_BACKEND_TITLES = {spec.id: spec.title for spec in catalogue.BACKENDS.values()}
 
 
 class NFR_AddonPreferences(AddonPreferences):
@@ -94,11 +91,7 @@ class NFR_AddonPreferences(AddonPreferences):
     device: EnumProperty(
         name="Device",
         description="Where the worker runs the networks",
-        items=(
-            ("AUTO", "Auto", "CUDA when the worker's torch finds a CUDA device, else the CPU"),
-            ("CPU", "CPU", "Always the CPU (installs the CPU-only torch build)"),
-            ("CUDA", "CUDA", "An NVIDIA GPU through CUDA torch"),
-        ),
+        items=catalogue.DEVICE_ITEMS,
         default="AUTO",
     )
     worker_python: EnumProperty(

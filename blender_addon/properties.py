@@ -30,6 +30,7 @@ from bpy.props import (
 )
 from bpy.types import Context, Object, PropertyGroup
 
+from .contract import catalogue
 from .rig.params import GROUPS, SOFT_RANGES
 
 RIG_CHANGE_LISTENERS: list[Callable[[Object], None]] = []
@@ -70,11 +71,7 @@ RESOLUTION_ITEMS = (
     ("32", "32 px", "Stop at the 32 px block"),
 )
 
-BACKEND_ITEMS = (
-    ("stylegan2", "StyleGAN2", "A StyleGAN2 generator posed by seed and SeFa sliders only"),
-    ("discofacegan", "DiscoFaceGAN", "DiscoFaceGAN: the rig coefficients drive the generator"),
-    ("stylerig", "StyleRig", "A RigNet edits a StyleGAN2's latent to match the rig values"),
-)
+BACKEND_ITEMS = catalogue.backend_items()
 
 
 def coefficient_key(index: int) -> str:
@@ -267,7 +264,7 @@ class NFR_FaceRig(PropertyGroup):
         name="Backend",
         description="How the rig values become a face",
         items=BACKEND_ITEMS,
-        default="stylegan2",
+        default=catalogue.DEFAULT_BACKEND,
         update=_rig_changed,
     )
     model_path: StringProperty(

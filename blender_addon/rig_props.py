@@ -24,7 +24,7 @@ import bpy
 import numpy as np
 from bpy.types import Depsgraph, FCurve, Object
 
-from .neural.backends import RigState, SefaSlider
+from .contract.state import RigState, SefaSlider
 from .properties import (
     GROUP_LABELS,
     HARD_LIMITS,

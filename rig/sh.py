@@ -8,38 +8,15 @@ colour = albedo · (basis(n) · gamma): no further 1/pi.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-AMBIENT = 0.8
-"""Added to each channel's constant SH coefficient."""
+from .sh_basis import AMBIENT, MONOMIAL_TO_BASIS, SH_CONSTANT, SH_LINEAR, SH_QUADRATIC
 
-_A0, _A1, _A2 = math.pi, 2.0 * math.pi / math.sqrt(3.0), 2.0 * math.pi / math.sqrt(8.0)
-_C0 = 1.0 / math.sqrt(4.0 * math.pi)
-_C1 = math.sqrt(3.0) / math.sqrt(4.0 * math.pi)
-_C2 = 3.0 * math.sqrt(5.0) / math.sqrt(12.0 * math.pi)
+__all__ = ["AMBIENT", "SH_CONSTANT", "SH_LINEAR", "SH_QUADRATIC", "sh_basis", "sh_shade"]
 
-SH_CONSTANT = _A0 * _C0  # 0.8862
-SH_LINEAR = _A1 * _C1  # 1.7725
-SH_QUADRATIC = _A2 * _C2  # 2.4270
-
-
-# The 9 basis functions as a linear map of the monomials [x, y, z, xy, yz, xz, xx, yy, zz]
-# plus a constant: one matmul instead of nine products over a trailing size-9 axis.
-# Rows: constant, then the monomials; columns: basis functions Y0..Y8.
-_MONOMIAL_TO_BASIS = torch.zeros(10, 9, dtype=torch.float64)
-_MONOMIAL_TO_BASIS[0, 0] = SH_CONSTANT
-_MONOMIAL_TO_BASIS[2, 1] = -SH_LINEAR  # -y
-_MONOMIAL_TO_BASIS[3, 2] = SH_LINEAR  # z
-_MONOMIAL_TO_BASIS[1, 3] = -SH_LINEAR  # -x
-_MONOMIAL_TO_BASIS[4, 4] = SH_QUADRATIC  # xy
-_MONOMIAL_TO_BASIS[5, 5] = -SH_QUADRATIC  # -yz
-_MONOMIAL_TO_BASIS[9, 6] = SH_QUADRATIC * 3.0 / (2.0 * math.sqrt(3.0))  # (3zz - 1) / (2√3)
-_MONOMIAL_TO_BASIS[0, 6] = -SH_QUADRATIC / (2.0 * math.sqrt(3.0))
-_MONOMIAL_TO_BASIS[6, 7] = -SH_QUADRATIC  # -xz
-_MONOMIAL_TO_BASIS[7, 8] = SH_QUADRATIC / 2.0  # (xx - yy) / 2
-_MONOMIAL_TO_BASIS[8, 8] = -SH_QUADRATIC / 2.0
+# The basis as a linear map of [1, x, y, z, xy, yz, xz, xx, yy, zz] (rig.sh_basis): one
+# matmul instead of nine products over a trailing size-9 axis.
+_MONOMIAL_TO_BASIS = torch.from_numpy(MONOMIAL_TO_BASIS.copy())
 
 
 def _monomial_planes(normals: torch.Tensor) -> torch.Tensor:
