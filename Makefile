@@ -25,10 +25,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	rm -rf build/typecheck && mkdir -p build/typecheck/neural_face_rig
 	ln -s $(CURDIR)/blender_addon/__init__.py build/typecheck/neural_face_rig/__init__.py
+	ln -s $(CURDIR)/contract build/typecheck/neural_face_rig/contract
 	ln -s $(CURDIR)/rig build/typecheck/neural_face_rig/rig
 	ln -s $(CURDIR)/neural build/typecheck/neural_face_rig/neural
 	cd build/typecheck && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml \
-		-p neural_face_rig.rig -p neural_face_rig.neural
+		-p neural_face_rig.contract -p neural_face_rig.rig -p neural_face_rig.neural
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -22,7 +22,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent
 EXTENSION_ROOT = "blender_addon"
-SUBPACKAGES = ("rig", "neural", "operators", "panels")
+SUBPACKAGES = ("contract", "rig", "neural", "operators", "panels")
 MANIFEST_NAME = "blender_manifest.toml"
 
 # The earliest time a zip can store; any fixed value makes the archive reproducible.

@@ -27,16 +27,15 @@ from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
 from typing import IO, Any
 
-from .neural import worker_protocol as wp
-from .neural.errors import NeuralError
-from .neural.worker_protocol import FaceImage, RenderJob, WorkerEvent
+from .contract import protocol as wp
+from .contract.protocol import FaceImage, RenderJob, WorkerEvent
 
 STDERR_LINES_KEPT = 20
 STOP_TIMEOUT = 5.0
 Result = FaceImage | WorkerEvent
 
 
-class WorkerError(NeuralError):
+class WorkerError(Exception):
     """The worker could not produce what was asked (error reply, crash, timeout)."""
 
 

@@ -12,6 +12,7 @@ unpickling: the worker's readers do the full validation when they load.
 from __future__ import annotations
 
 import functools
+import glob
 import json
 import os
 import struct
@@ -21,6 +22,9 @@ from typing import Any
 
 import bpy
 
+from .contract import catalogue
+from .contract.errors import ContractError
+from .contract.files import STYLERIG_FORMAT, STYLERIG_GLOB, VAE_FACTORS, vae_checkpoint_prefix
 from .dependencies import extension_user_folder
 from .rig.bfm_convert import FILES
 
@@ -33,6 +37,7 @@ _TAIL_BYTES = 65536 + 22  # a zip's end record sits within its last 64 KiB + 22 
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 _TF_TABLE_MAGIC = struct.pack("<Q", 0xDB4775248B80FB57)
 _SAFETENSORS_MAX_HEADER = 100 << 20
+_SIDECAR_MAX_BYTES = 1 << 20  # a StyleRig sidecar is a few KB of settings
 _NOT_MODELS = {
     b"\x89PNG\r\n\x1a\n": "a PNG image",
     b"\xff\xd8\xff": "a JPEG image",
@@ -189,10 +194,27 @@ def check_discofacegan(path: str) -> str | None:
 
 
 def check_rignet(path: str) -> str | None:
-    return _checkpoint_problem(
-        path, {"safetensors": "safetensors"}, "a RigNet .safetensors made by 'nfr train rignet'",
-        sidecar=False,
+    """The file ``nfr train rignet`` writes: stylerig-<sha16>.safetensors and its .json
+    sidecar of format 'nfr-stylerig' (the worker checks the weights' digest when it loads)."""
+    problem = _checkpoint_problem(
+        path, {"safetensors": "safetensors"},
+        "a StyleRig .safetensors made by 'nfr train rignet'", sidecar=True,
     )
+    if problem is not None:
+        return problem
+    sidecar = os.path.splitext(path)[0] + ".json"
+    try:
+        if os.path.getsize(sidecar) > _SIDECAR_MAX_BYTES:
+            return f"has a sidecar {os.path.basename(sidecar)} too large to be one"
+        with open(sidecar, "rb") as stream:
+            meta = json.loads(stream.read(_SIDECAR_MAX_BYTES))
+    except (OSError, ValueError, RecursionError) as exc:
+        return f"has an unreadable sidecar {os.path.basename(sidecar)} ({str(exc)[:100]})"
+    found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+    if found != STYLERIG_FORMAT:
+        return (f"has a sidecar of format {found!r:.40}; expected {STYLERIG_FORMAT!r} (the "
+                "stylerig-*.json that 'nfr train rignet' writes beside it)")
+    return None
 
 
 def check_average_w(path: str) -> str | None:
@@ -214,17 +236,14 @@ def check_average_w(path: str) -> str | None:
 
 def check_vae_folder(path: str) -> str | None:
     """DiscoFaceGAN's vae/weights: id, exp, gamma, rot, each a TF checkpoint (index + data)."""
-    from .neural.discofacegan.vae import Z_ORDER, find_checkpoint_prefix  # numpy only
-    from .neural.errors import CheckpointError
-
-    missing = [f for f in Z_ORDER if not os.path.isdir(os.path.join(path, f))]
+    missing = [f for f in VAE_FACTORS if not os.path.isdir(os.path.join(path, f))]
     if missing:
         return (f"has no {', '.join(missing)} folder(s); expected id, exp, gamma and rot as in "
                 "DiscoFaceGAN's vae/weights")
-    for factor in Z_ORDER:
+    for factor in VAE_FACTORS:
         try:
-            prefix = find_checkpoint_prefix(os.path.join(path, factor))
-        except CheckpointError as exc:
+            prefix = vae_checkpoint_prefix(os.path.join(path, factor))
+        except ContractError as exc:
             return f"has a bad {factor} folder: {exc}"
         _, tail, size = _read_ends(prefix + ".index")
         if not tail.endswith(_TF_TABLE_MAGIC):
@@ -267,7 +286,7 @@ def _face_model_sources() -> tuple[str, ...]:
 
 
 STYLEGAN2_GENERATOR = ModelFile(
-    role="generator",
+    role=catalogue.ROLE_GENERATOR,
     label="StyleGAN2 Generator",
     noun="StyleGAN2 generator",
     pref="stylegan2_generator_path",
@@ -285,7 +304,7 @@ STYLEGAN2_GENERATOR = ModelFile(
 )
 
 DFG_GENERATOR = ModelFile(
-    role="generator",
+    role=catalogue.ROLE_GENERATOR,
     label="DiscoFaceGAN Generator",
     noun="DiscoFaceGAN generator",
     pref="dfg_generator_path",
@@ -302,7 +321,7 @@ DFG_GENERATOR = ModelFile(
 )
 
 DFG_AVERAGE_W = ModelFile(
-    role="average_w_id",
+    role=catalogue.ROLE_AVERAGE_W,
     label="DiscoFaceGAN Average W",
     noun="DiscoFaceGAN average W file",
     pref="dfg_average_w_path",
@@ -317,7 +336,7 @@ DFG_AVERAGE_W = ModelFile(
 )
 
 DFG_VAE = ModelFile(
-    role="vae",
+    role=catalogue.ROLE_VAE,
     label="DiscoFaceGAN VAE Folder",
     noun="DiscoFaceGAN VAE folder",
     pref="dfg_vae_dir",
@@ -331,14 +350,14 @@ DFG_VAE = ModelFile(
 )
 
 RIGNET = ModelFile(
-    role="rignet",
+    role=catalogue.ROLE_RIGNET,
     label="StyleRig RigNet",
     noun="RigNet",
     pref="rignet_path",
-    names=("rignet.safetensors",),
+    names=(STYLERIG_GLOB,),
     check=check_rignet,
-    what="a RigNet trained for the StyleGAN2 generator above (.safetensors): it turns rig "
-    "values into W+ edits.",
+    what="a StyleRig file (DFR + RigNet) trained for the StyleGAN2 generator above: "
+    "stylerig-<16 hex digits>.safetensors with its .json; it turns rig values into W+ edits.",
     sources=(
         "StyleRig weights are not released anywhere: train one for your generator on your GPU "
         "with 'nfr train rignet' (see 'nfr train rignet --help').",
@@ -357,11 +376,12 @@ FACE_MODEL = ModelFile(
 )
 
 # What each backend (FaceRig.backend) reads, plus the face model of the 3DMM head.
+# The catalogue says which roles a backend reads; these are the files behind the roles.
 MODEL_SETS: dict[str, tuple[ModelFile, ...]] = {
-    "stylegan2": (STYLEGAN2_GENERATOR,),
-    "discofacegan": (DFG_GENERATOR, DFG_AVERAGE_W, DFG_VAE),
-    "stylerig": (STYLEGAN2_GENERATOR, RIGNET),
-    "face_model": (FACE_MODEL,),
+    catalogue.STYLEGAN2.id: (STYLEGAN2_GENERATOR,),
+    catalogue.DISCOFACEGAN.id: (DFG_GENERATOR, DFG_AVERAGE_W, DFG_VAE),
+    catalogue.STYLERIG.id: (STYLEGAN2_GENERATOR, RIGNET),
+    FACE_MODEL.role: (FACE_MODEL,),
 }
 
 
@@ -383,15 +403,28 @@ def _model_files(name: str) -> tuple[ModelFile, ...]:
 
 
 def _resolve(prefs: Any, spec: ModelFile, override: str) -> str:
-    value = override if override and spec.role == "generator" else getattr(prefs, spec.pref)
+    value = override if override and spec.role == catalogue.ROLE_GENERATOR else getattr(prefs, spec.pref)
     if value:
         return bpy.path.abspath(value)
     folder = models_folder(prefs)
     for name in spec.names:
+        if "*" in name:  # a pattern: the newest match (several RigNets: the latest trained)
+            matches = sorted(glob.glob(os.path.join(glob.escape(folder), name)),
+                             key=_mtime, reverse=True)
+            if matches:
+                return matches[0]
+            continue
         candidate = os.path.join(folder, name)
         if os.path.exists(candidate):
             return candidate
     return ""
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def model_paths(prefs: Any, backend: str, generator_path: str = "") -> dict[str, str]:

@@ -16,11 +16,12 @@ Torch is imported lazily: this module's data classes load in Blender's own proce
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..contract import catalogue
+from ..contract.state import RigState
 from .errors import NeuralError
 
 if TYPE_CHECKING:
@@ -29,46 +30,8 @@ if TYPE_CHECKING:
     from .checkpoints import LoadedGenerator
     from .engine import BlockImage, Cancel, StyleGAN2Engine
 
-LatentSpace = Literal["z", "w", "w+"]
-
-
 class BackendError(NeuralError):
     """A rig state cannot be rendered by this backend (missing latent, bad slider, ...)."""
-
-
-@dataclass(frozen=True)
-class SefaSlider:
-    """One SeFa slider: ``value`` x direction ``direction`` (an index into the directions
-    factorised from the W+ rows ``layers``), added to those same rows."""
-
-    direction: int
-    value: float
-    layers: tuple[int, ...]
-
-
-@dataclass(frozen=True, eq=False)
-class RigState:
-    """Everything that determines one frame (plain data).
-
-    rig: the canonical 257-vector (rig/params.py order) or None; backends without a rig
-    mapping (plain StyleGAN2) ignore it. Base latent: ``latent`` in ``latent_space`` ([z_dim],
-    [w_dim] or [num_ws, w_dim]) or else ``seed`` (NVIDIA's seed convention); ``psi``/``cutoff``
-    truncate z- and seed-based latents. ``resolution``: the block to stop at (None = full).
-    """
-
-    backend: str = "stylegan2"
-    model_id: str = ""
-    rig: np.ndarray | None = None
-    seed: int | None = None
-    latent: np.ndarray | None = None
-    latent_space: LatentSpace = "z"
-    psi: float = 1.0
-    cutoff: int | None = None
-    sefa: tuple[SefaSlider, ...] = ()
-    resolution: int | None = None
-    noise_mode: Literal["const", "none", "random"] = "const"
-    noise_seed: int | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class Backend:
@@ -133,7 +96,7 @@ DirectionsFor = Callable[[tuple[int, ...]], np.ndarray]
 class StyleGAN2Backend(Backend):
     """Plain StyleGAN2: a seed or latent plus SeFa slider offsets (no rig mapping)."""
 
-    name = "stylegan2"
+    name = catalogue.STYLEGAN2.id
 
     def __init__(
         self,
@@ -242,9 +205,9 @@ def _load_stylerig(model_path: str, device: str, files: Mapping[str, str]) -> Ba
 
 
 BACKEND_LOADERS: dict[str, BackendLoader] = {
-    StyleGAN2Backend.name: _load_stylegan2,
-    "discofacegan": _load_discofacegan,
-    "stylerig": _load_stylerig,
+    catalogue.STYLEGAN2.id: _load_stylegan2,
+    catalogue.DISCOFACEGAN.id: _load_discofacegan,
+    catalogue.STYLERIG.id: _load_stylerig,
 }
 """The backends: name (``RigState.backend``) -> loader. A loader imports its backend (and
 torch) when called, so the registry itself loads in Blender's process."""

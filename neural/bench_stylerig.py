@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..contract.state import RigState
 from ..rig.geometry import TorchFaceModel
 from ..rig.params import RigParams
 from ..rig.synthetic import make_synthetic_face_model
-from .backends import RigState
 from .bench_timing import best_ms
 from .checkpoints import LoadedGenerator, save_project
 from .engine import StyleGAN2Engine, configure_inference_process

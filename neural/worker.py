@@ -2,7 +2,7 @@
 
 ``python -m neural_face_rig.neural.worker [--device auto|cpu|cuda] [--threads N]``
 
-Protocol (neural/worker_protocol.py): JSON lines on stdin (commands) and on the process's
+Protocol (contract/protocol.py): JSON lines on stdin (commands) and on the process's
 original stdout (replies); pixels through ``multiprocessing.shared_memory`` slots. Anything a
 library prints goes to stderr, so it cannot corrupt the protocol stream.
 
@@ -37,8 +37,10 @@ from typing import IO, Any
 
 import torch
 
+from ..contract import protocol as wp
+from ..contract.catalogue import check_device
+from ..contract.errors import ContractError
 from ..rig.errors import RigError
-from . import worker_protocol as wp
 from .backends import BACKEND_LOADERS, Backend, StyleGAN2Backend
 from .engine import SynthesisCancelled, configure_inference_process
 from .errors import NeuralError
@@ -55,7 +57,10 @@ class RequestError(NeuralError):
 
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; explicit devices are checked."""
-    wp.check_device(device)
+    try:
+        check_device(device)
+    except ContractError as exc:
+        raise RequestError(str(exc)) from None
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -110,6 +115,27 @@ class ModelCache:
 
 
 # ------------------------------------------------------------------ output
+
+
+def checked_output_path(job: wp.RenderJob) -> Path:
+    """The job's output path, resolved (symlinks included), after checking it lies inside
+    the job's ``output_root`` (an existing folder) and names a .png file: the worker never
+    writes anywhere else, whatever a message says."""
+    if not job.output_root:
+        raise RequestError(f"output_path {job.output_path!r}: the job names no output_root "
+                           "folder to write into")
+    root = Path(os.path.realpath(job.output_root))
+    if not root.is_dir():
+        raise RequestError(f"output_root {job.output_root!r}: expected an existing folder, "
+                           f"found {'a file' if root.exists() else 'nothing'} at {root}")
+    target = Path(os.path.realpath(job.output_path))
+    if target.parent != root and root not in target.parents:
+        raise RequestError(f"output_path {job.output_path!r}: refused, it resolves to "
+                           f"{target}, outside the job's folder {root}")
+    if target.suffix.lower() != ".png" or target.is_dir():
+        raise RequestError(f"output_path {job.output_path!r}: expected a .png file name, "
+                           f"found {target.name!r}")
+    return target
 
 
 class Channel:
@@ -320,7 +346,7 @@ class Worker:
                 self._render(ident, key, job, model)
         except SynthesisCancelled:
             self._send_cancelled(message)
-        except (NeuralError, RigError) as exc:
+        except (NeuralError, RigError, ContractError) as exc:
             self._send_error(ident, job, str(exc))
         except Exception as exc:  # a bug must reach the user as a message, not kill the worker
             traceback.print_exc(file=sys.stderr)
@@ -328,6 +354,7 @@ class Worker:
 
     def _render(self, ident: int, key: str, job: wp.RenderJob, model: LoadedModel) -> None:
         start = time.perf_counter()
+        output = checked_output_path(job) if job.output_path else None
         # A preview size above the model's (256 px preview of a 128 px model) is its full size.
         size = min(job.state.resolution or model.resolution, model.resolution)
         state = dataclasses.replace(job.state, resolution=size)
@@ -342,8 +369,8 @@ class Worker:
             rgb = resize(as_rgb(block.image), size)
             if model.untrained:
                 rgb = stamp_text(rgb)
-            if final and job.output_path:
-                write_png(rgb, job.output_path, bits=16)
+            if final and output is not None:
+                write_png(rgb, output, bits=16)
                 self.channel.send({
                     "type": wp.WRITTEN, "id": ident, "target": job.target,
                     "path": job.output_path, "seconds": time.perf_counter() - start,

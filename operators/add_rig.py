@@ -12,6 +12,7 @@ from bpy.props import EnumProperty
 from bpy.types import Context, Object, Operator
 
 from .. import face_image, live, model_files, portrait
+from ..contract import catalogue
 from ..head_mesh import build_head
 from ..preferences import addon_preferences, resolved_face_model_path
 from ..properties import BACKEND_ITEMS, resolution_pixels
@@ -23,7 +24,7 @@ RIG_NAME = "FaceRig"
 DEFAULT_RESOLUTION = {"discofacegan": 256}
 FALLBACK_RESOLUTION = 1024
 # Rig-driven backends first: AUTO picks the first whose required files are all there.
-AUTO_ORDER = ("discofacegan", "stylerig", "stylegan2")
+AUTO_ORDER = catalogue.AUTO_ORDER
 
 
 def model_resolution(path: str, backend: str) -> int:
@@ -119,7 +120,7 @@ class NFR_OT_add_rig(Operator):
             statuses = model_files.model_status(prefs, backend)
             if all(status.ok for status in statuses if status.required):
                 return backend
-        return "stylegan2"
+        return catalogue.DEFAULT_BACKEND
 
     def _add_head(self, prefs, collection, card: Object, layout: portrait.PortraitLayout) -> str:
         path = resolved_face_model_path(prefs)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGE_FOLDERS = ("blender_addon", "rig", "neural", "operators", "panels")
+PACKAGE_FOLDERS = ("blender_addon", "contract", "rig", "neural", "operators", "panels")
 
 
 def _load_build_addon():
@@ -55,6 +55,8 @@ def test_zip_has_the_editable_package_shape(tmp_path: Path) -> None:
             "registration.py",
             "preferences.py",
             "head_mesh.py",
+            "contract/__init__.py",
+            "contract/protocol.py",
             "rig/__init__.py",
             "rig/face_model.py",
             "neural/__init__.py",

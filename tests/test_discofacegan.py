@@ -18,13 +18,9 @@ import pytest
 import torch
 from fixtures import dfg_formats as fx
 from fixtures.stylegan_formats import TINY_CONFIG, marker_source, tiny_state, write_tf_pkl
+from neural_face_rig.contract.state import RigState, SefaSlider
 from neural_face_rig.neural import cli_dfg
-from neural_face_rig.neural.backends import (
-    BACKEND_LOADERS,
-    BackendError,
-    RigState,
-    SefaSlider,
-)
+from neural_face_rig.neural.backends import BACKEND_LOADERS, BackendError
 from neural_face_rig.neural.discofacegan.adapter import (
     attribute_truncation,
     compute_average_w_id,

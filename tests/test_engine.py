@@ -8,13 +8,9 @@ import threading
 import numpy as np
 import pytest
 import torch
+from neural_face_rig.contract.state import RigState, SefaSlider
 from neural_face_rig.neural import engine as engine_mod
-from neural_face_rig.neural.backends import (
-    BackendError,
-    RigState,
-    SefaSlider,
-    StyleGAN2Backend,
-)
+from neural_face_rig.neural.backends import BackendError, StyleGAN2Backend
 from neural_face_rig.neural.checkpoints import LoadedGenerator, save_project
 from neural_face_rig.neural.cli import main
 from neural_face_rig.neural.engine import (

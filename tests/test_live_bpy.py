@@ -67,7 +67,7 @@ def add_rig(addon, backend: str = "stylegan2") -> bpy.types.Object:
     bpy.ops.wm.read_homefile(use_empty=True)
     assert bpy.ops.nfr.add_rig(backend=backend) == {"FINISHED"}
     card = bpy.context.object
-    card.face_rig.preview_resolution = "32"
+    card.face_rig.preview_resolution = "FULL"  # the tiny models are 32 px
     card.face_rig.psi = 1.0 if backend == "stylegan2" else 0.7
     image = bpy.data.images[card.face_rig.image_name]
     poll_until(addon.live, lambda: addon.live._shown.get(image.name) and not addon.live._requests)

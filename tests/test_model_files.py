@@ -9,6 +9,7 @@ VAE checkpoints, the face model .mat); the real bpy module runs the preferences.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from pathlib import Path
 
@@ -58,8 +59,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     state = sfx.tiny_state()
     nvidia = sfx.write_nvidia_pkl(root / "ffhq.pkl", state)
     save_project(load_generator(nvidia), root / "converted.safetensors")
-    rignet = root / "rignet.safetensors"
-    safetensors.numpy.save_file({"encoder.0.weight": np.ones((4, 8), np.float32)}, str(rignet))
+    rignet = _write_stylerig_file(root / "stylerig-0123456789abcdef.safetensors")
     average = root / "average_w_id.txt"
     np.savetxt(average, np.random.default_rng(0).standard_normal((14, 512)))
     face_model = root / "BFM_model_front.mat"
@@ -80,6 +80,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "rignet": rignet,
         "face_model": face_model,
     }
+
+
+def _write_stylerig_file(path: Path, file_format: str = "nfr-stylerig") -> Path:
+    """The pair ``nfr train rignet`` writes (its shape; the worker checks the contents)."""
+    safetensors.numpy.save_file({"rignet.encoder.0.weight": np.ones((4, 8), np.float32)},
+                                str(path))
+    path.with_suffix(".json").write_text(json.dumps({"format": file_format, "version": 1}))
+    return path
 
 
 def _status(prefs, backend: str, role_label: str, **kwargs):
@@ -217,7 +225,7 @@ def test_unreadable_and_empty_files(prefs, tmp_path) -> None:
         ("dfg_generator_path", "DiscoFaceGAN Generator", b"PK\x03\x04" + bytes(40),
          "is a PyTorch file; expected DiscoFaceGAN's TensorFlow .pkl"),
         ("rignet_path", "StyleRig RigNet", b"\x80\x04K\x01.",
-         "is a pickle file; expected a RigNet .safetensors made by 'nfr train rignet'"),
+         "is a pickle file; expected a StyleRig .safetensors made by 'nfr train rignet'"),
         ("dfg_average_w_path", "DiscoFaceGAN Average W", b"\x80\x04K\x01.",
          "is a pickle file; expected a text file of 14 x 512 numbers"),
         ("dfg_average_w_path", "DiscoFaceGAN Average W", b"w_avg = [1, 2]",
@@ -292,6 +300,39 @@ def test_a_replaced_file_is_checked_again(prefs, files, tmp_path) -> None:
     assert not _status(prefs, "stylegan2", "StyleGAN2 Generator").ok
     path.write_bytes(files["nvidia"].read_bytes())
     assert _status(prefs, "stylegan2", "StyleGAN2 Generator").ok
+
+
+def test_the_trainers_stylerig_file_is_found_in_the_models_folder(prefs, files, tmp_path):
+    """No name to rename it to: the file the trainer writes is the file the add-on takes."""
+    models = tmp_path / "models"
+    older = _write_stylerig_file(models / "stylerig-00000000000000aa.safetensors")
+    os.utime(older, (1, 1))
+    newest = _write_stylerig_file(models / files["rignet"].name)
+    status = _status(prefs, "stylerig", "StyleRig RigNet")
+    assert (status.ok, status.path) == (True, str(newest))
+
+
+def test_a_stylerig_file_needs_its_stylerig_sidecar(prefs, tmp_path) -> None:
+    lone = tmp_path / "stylerig-1111111111111111.safetensors"
+    safetensors.numpy.save_file({"x": np.ones(2, np.float32)}, str(lone))
+    prefs.rignet_path = str(lone)
+    assert "has no stylerig-1111111111111111.json next to it" in _status(
+        prefs, "stylerig", "StyleRig RigNet").problem
+    other = _write_stylerig_file(tmp_path / "stylerig-2222222222222222.safetensors",
+                                 "nfr-stylerig-dfr")
+    prefs.rignet_path = str(other)
+    assert "format 'nfr-stylerig-dfr'; expected 'nfr-stylerig'" in _status(
+        prefs, "stylerig", "StyleRig RigNet").problem
+
+
+def test_model_sets_follow_the_catalogue() -> None:
+    from neural_face_rig.contract import catalogue
+    from neural_face_rig.model_files import MODEL_SETS
+
+    for spec in catalogue.BACKENDS.values():
+        files = MODEL_SETS[spec.id]
+        assert tuple(f.role for f in files) == spec.roles
+        assert [f.required for f in files] == [role in spec.files for role in spec.roles]
 
 
 def test_unknown_model_set_is_an_error(prefs) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from bpy_extras import anim_utils
 from neural_face_rig import live, properties, rig_props
-from neural_face_rig.neural.backends import RigState, SefaSlider
+from neural_face_rig.contract.state import RigState, SefaSlider
 from neural_face_rig.panels import coefficients, model, output, sefa, services
 from neural_face_rig.rig.errors import RigParamsError
 from neural_face_rig.rig.params import GROUP_NAMES, GROUP_SLICES, GROUPS, SOFT_RANGES, RigParams

@@ -13,8 +13,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from neural_face_rig.contract.state import RigState
 from neural_face_rig.neural import cli_train
-from neural_face_rig.neural.backends import BACKEND_LOADERS, RigState
+from neural_face_rig.neural.backends import BACKEND_LOADERS
 from neural_face_rig.neural.checkpoints import LoadedGenerator, load_generator, save_project
 from neural_face_rig.neural.engine import StyleGAN2Engine
 from neural_face_rig.neural.stylegan2.config import StyleGAN2Config

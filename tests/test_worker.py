@@ -23,14 +23,10 @@ import numpy as np
 import pytest
 import torch
 from neural_face_rig.bridge import WorkerClient, WorkerError
+from neural_face_rig.contract import protocol as wp
+from neural_face_rig.contract.state import RigState, SefaSlider
 from neural_face_rig.neural import worker as worker_mod
-from neural_face_rig.neural import worker_protocol as wp
-from neural_face_rig.neural.backends import (
-    BACKEND_LOADERS,
-    RigState,
-    SefaSlider,
-    StyleGAN2Backend,
-)
+from neural_face_rig.neural.backends import BACKEND_LOADERS, StyleGAN2Backend
 from neural_face_rig.neural.checkpoints import LoadedGenerator, load_generator, save_project
 from neural_face_rig.neural.images import (
     encode_png,
@@ -239,7 +235,8 @@ def test_written_output_is_a_16_bit_png_of_the_generator_values(
     send, replies = served
     state = RigState(seed=4)
     out = tmp_path / "face_0001.png"
-    send(render(1, model, state, output_path=str(out), stream_from=4))
+    send(render(1, model, state, output_path=str(out), output_root=str(tmp_path),
+                stream_from=4))
     written = replies.next()
     assert (written["type"], written["path"]) == (wp.WRITTEN, str(out))
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left
@@ -306,7 +303,8 @@ def test_rig_state_survives_the_wire_bit_for_bit() -> None:
         psi=0.7, cutoff=8, sefa=(SefaSlider(2, -1.25, (0, 1, 2)),), resolution=64,
         noise_mode="none", noise_seed=11, extras={"note": "x"},
     )
-    job = wp.RenderJob(state, "/m.pkl", target="t", device="cuda:1", files={"a": "b"})
+    job = wp.RenderJob(state, "/m.pkl", target="t", device="cuda:1",
+                       files={"rignet": "b"})
     line = wp.encode(wp.render_message(5, job))
     back = wp.job_from_json(wp.decode(line, wp.PARENT_MESSAGES)["job"])
     assert back.key() == job.key()
@@ -321,6 +319,8 @@ def test_rig_state_survives_the_wire_bit_for_bit() -> None:
         ("device", "tpu", "job.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N'"),
         ("model_path", "", "job.model_path"),
         ("stream_from", 1.5, "job.stream_from: expected an integer"),
+        ("files", {"stylerig": "/r.safetensors"}, "job.files: expected roles from generator"),
+        ("output_path", "/out/face.png", "job.output_root: expected the folder"),
     ],
 )
 def test_bad_job_fields_are_named(field: str, value, expected: str) -> None:
@@ -420,8 +420,8 @@ def test_the_worker_exits_when_its_parent_dies(model: Path) -> None:
         [sys.executable, "-c", textwrap.dedent(f"""
             import os
             from neural_face_rig.bridge import WorkerClient
-            from neural_face_rig.neural.backends import RigState
-            from neural_face_rig.neural.worker_protocol import RenderJob
+            from neural_face_rig.contract.protocol import RenderJob
+            from neural_face_rig.contract.state import RigState
             client = WorkerClient()
             client.render_blocking(RenderJob(RigState(seed=1), {str(model)!r}), 60)
             print(client.pid, flush=True)

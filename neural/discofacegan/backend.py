@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...contract.catalogue import DISCOFACEGAN, ROLE_AVERAGE_W
+from ...contract.state import RigState
 from ...rig.params import RIG_SIZE, RigParams
-from ..backends import BackendError, RigState, StyleGAN2Backend, checked_latent
+from ..backends import BackendError, StyleGAN2Backend, checked_latent
 from ..engine import ProgressiveEngine
 from ..stylegan2.generator import GeneratorInputError, NoiseMode, Precision
 from .adapter import (
@@ -38,7 +40,7 @@ from .config import DFGConfig
 from .generator import DFGGenerator, DFGSynthesisOptions, check_noise_seeds, check_ws
 from .tf_reader import LoadedDFG, load_dfg_generator
 
-BACKEND_NAME = "discofacegan"
+BACKEND_NAME = DISCOFACEGAN.id
 AVERAGE_W_NAMES = ("{stem}-average_w_id.txt", "{stem}_average_w_id.txt", "average_w_id.txt")
 
 
@@ -179,7 +181,7 @@ def load_backend(model_path: str, device: str, files: Mapping[str, str]) -> Disc
     its identity-average W: ``files["average_w_id"]`` or an ``average_w_id.txt`` beside the
     model (none: psi 1 only)."""
     loaded = load_dfg_generator(model_path)
-    average = files.get("average_w_id") or _average_w_beside(model_path)
+    average = files.get(ROLE_AVERAGE_W) or _average_w_beside(model_path)
     w_avg_id = load_average_w_id(average, loaded.config) if average else None
     return DiscoFaceGANBackend.from_dfg(loaded, w_avg_id, device)
 

@@ -26,6 +26,8 @@ from typing import Literal
 
 import numpy as np
 
+from ...contract.errors import ContractError
+from ...contract.files import VAE_FACTORS, vae_checkpoint_prefix
 from ...rig.params import GROUP_SLICES, RigParams
 from ..errors import CheckpointError, NeuralError
 
@@ -384,7 +386,7 @@ FACTOR_GROUPS: dict[str, tuple[str, ...]] = {
     "rot": ("rotation",),
 }
 # Order of the Gaussian factors in DiscoFaceGAN's z (generate_images.py): 128 + 32 + 16 + 3.
-Z_ORDER = ("id", "exp", "gamma", "rot")
+Z_ORDER = VAE_FACTORS
 
 
 @dataclass(frozen=True)
@@ -474,19 +476,11 @@ def load_factor_vae(prefix: str | os.PathLike[str], factor: str) -> FactorVAE:
 
 
 def find_checkpoint_prefix(folder: str | os.PathLike[str]) -> str:
-    """The checkpoint prefix inside a factor folder (``stage1_epoch_395.ckpt`` in the release;
-    otherwise the only ``*.index`` there)."""
-    folder = Path(folder)
-    indexes = sorted(folder.glob("*.index"))
-    released = folder / "stage1_epoch_395.ckpt.index"
-    if released in indexes:
-        return str(released)[: -len(".index")]
-    if len(indexes) != 1:
-        found = ", ".join(p.name for p in indexes) or "none"
-        raise CheckpointError(
-            f"{folder}: expected one TF checkpoint index (*.ckpt.index), found {found}"
-        )
-    return str(indexes[0])[: -len(".index")]
+    """The checkpoint prefix inside a factor folder (contract/files.py's layout)."""
+    try:
+        return vae_checkpoint_prefix(folder)
+    except ContractError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 @dataclass(frozen=True)

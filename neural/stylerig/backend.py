@@ -31,9 +31,12 @@ import safetensors.torch
 import torch
 from safetensors.torch import load as load_safetensors_bytes
 
+from ...contract.catalogue import ROLE_RIGNET, STYLERIG
+from ...contract.files import STYLERIG_FORMAT, stylerig_filename
+from ...contract.state import RigState
 from ...rig.atomic import atomic_open
 from ...rig.params import RIG_SIZE
-from ..backends import BackendError, DirectionsFor, RigState, StyleGAN2Backend
+from ..backends import BackendError, DirectionsFor, StyleGAN2Backend
 from . import StyleRigError
 from .data import FaceCrop
 from .dfr import DFR, DFRConfig
@@ -43,9 +46,9 @@ if TYPE_CHECKING:
     from ..checkpoints import LoadedGenerator
     from ..engine import StyleGAN2Engine
 
-BACKEND_NAME = "stylerig"
+BACKEND_NAME = STYLERIG.id
 DFR_FORMAT = "nfr-stylerig-dfr"
-STYLERIG_FORMAT = "nfr-stylerig"
+
 FILE_VERSION = 1
 SEARCH_ENV = "NFR_STYLERIG_DIR"
 
@@ -175,10 +178,6 @@ class StyleRigModel:
         self.dfr.to(device)
         self.rignet.to(device)
         return self
-
-
-def stylerig_filename(generator_sha256: str) -> str:
-    return f"stylerig-{generator_sha256[:16]}.safetensors"
 
 
 def save_stylerig(folder: Path, dfr: DFR, rignet: RigNet, setup: TrainingSetup,
@@ -335,11 +334,11 @@ class StyleRigBackend(StyleGAN2Backend):
 
 
 def load_backend(model_path: str, device: str, files: Mapping[str, str]) -> StyleRigBackend:
-    """The worker's loader signature: generator file, device, other files by role (role
-    "stylerig": an explicit StyleRig file; else looked up by the generator's sha256)."""
+    """The worker's loader signature: generator file, device, other files by catalogue role
+    (ROLE_RIGNET, "rignet": an explicit StyleRig file; else looked up by the generator's sha256)."""
     from ..checkpoints import load_generator
 
     return StyleRigBackend.from_loaded(load_generator(model_path), device,
                                        weights_path=model_path,
-                                       stylerig_file=files.get("stylerig") or None)
+                                       stylerig_file=files.get(ROLE_RIGNET) or None)
 

@@ -3,12 +3,18 @@
 Importable without torch and bpy: Blender's process (``blender_addon/bridge.py``) and the
 worker (``neural/worker.py``) both use it.
 
-Parent -> worker (one JSON object per line on the worker's stdin):
+Parent -> worker (one JSON object per line on the worker's stdin, at most MAX_LINE_BYTES):
 
 - ``render``: ``{"type": "render", "id": int, "job": {...}}`` (see :class:`RenderJob`).
-  Latest wins per ``job.target``: a newer render for the same target cancels the older one,
-  queued or running (between synthesis blocks).
+  Latest wins per ``job.target`` (contract/latest.py): a newer render for the same target
+  cancels the older one, queued or running (between synthesis blocks).
 - ``directions``: SeFa directions of a model for a W+ layer set (computed and cached on disk).
+- ``estimate``: the backend's reading of the rig values of the job's base face (the face
+  with no rig edits: what sliders start from); the reply's ``rig`` is null for backends
+  without one (catalogue ``estimate``).
+- ``load``: load the job's model now (the add-on preloads as soon as a rig exists); the reply
+  is ``loaded``.
+- ``ping``: the reply is ``pong`` (a heartbeat: a worker that stops answering is frozen).
 - ``release``: ``{"type": "release", "slot": name}``: the parent has copied the pixels of
   that shared-memory slot; the worker may reuse it.
 - ``quit``. End of file on stdin means the same: the worker never outlives its parent.
@@ -16,33 +22,47 @@ Parent -> worker (one JSON object per line on the worker's stdin):
 Worker -> parent (one JSON object per line on the worker's protocol stream):
 
 - ``ready`` (once, after start-up: pid, device, torch version), ``image`` (an image is in a
-  slot: request id, target, block resolution, size, final flag), ``written`` (a final image
-  was written to the job's ``output_path``), ``cancelled``, ``error`` (per request, a message
-  naming what is wrong), ``directions`` (the reply to a directions request), ``slot_closed``
-  (the worker unlinked a slot the parent may have attached) and ``bye``.
+  slot: request id, target, block resolution, its size, the final size, final flag),
+  ``written`` (a final image was written to the job's ``output_path``), ``cancelled``,
+  ``error`` (per request, a message naming what is wrong; id null when the line had none),
+  ``directions``, ``estimate``, ``loaded``, ``pong``, ``slot_closed`` (the worker unlinked a
+  slot the parent may have attached) and ``bye``.
 
 Images: float32 RGBA, ``size * size * 4`` values, linear Rec.709 (the generator's sRGB
 output decoded), rows bottom-first: exactly what ``Image.pixels.foreach_set`` takes for a
-float-buffer image, so Blender's main thread only copies.
+float-buffer image. Previews cross at their block's native size (``size`` < ``final_size``);
+Blender's side scales them when it shows them.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
-from .backends import RigState, SefaSlider
-from .errors import NeuralError
+from .catalogue import (
+    DEFAULT_BACKEND,
+    DEFAULT_NOISE_MODE,
+    FILE_ROLES,
+    LATENT_SPACES,
+    NOISE_MODES,
+    check_device,
+)
+from .errors import ContractError
+from .state import RigState, SefaSlider
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # Parent -> worker message types.
 RENDER = "render"
 DIRECTIONS = "directions"
+ESTIMATE = "estimate"
+LOAD = "load"
+PING = "ping"
 RELEASE = "release"
 QUIT = "quit"
 # Worker -> parent message types.
@@ -51,21 +71,30 @@ IMAGE = "image"
 WRITTEN = "written"
 CANCELLED = "cancelled"
 ERROR = "error"
+LOADED = "loaded"
+PONG = "pong"
 SLOT_CLOSED = "slot_closed"
 BYE = "bye"
 
-PARENT_MESSAGES = frozenset({RENDER, DIRECTIONS, RELEASE, QUIT})
+PARENT_MESSAGES = frozenset({RENDER, DIRECTIONS, ESTIMATE, LOAD, PING, RELEASE, QUIT})
+JOB_MESSAGES = frozenset({RENDER, DIRECTIONS, ESTIMATE, LOAD})
+"""Parent messages that carry a job and are served in order by the worker's main loop."""
 WORKER_MESSAGES = frozenset(
-    {READY, IMAGE, WRITTEN, CANCELLED, ERROR, DIRECTIONS, SLOT_CLOSED, BYE}
+    {READY, IMAGE, WRITTEN, CANCELLED, ERROR, DIRECTIONS, ESTIMATE, LOADED, PONG, SLOT_CLOSED,
+     BYE}
 )
 
 CHANNELS = 4  # RGBA
-DEVICES = ("auto", "cpu", "cuda")
-NOISE_MODES = ("const", "none", "random")
-LATENT_SPACES = ("z", "w", "w+")
+MAX_LINE_BYTES = 16 << 20
+"""Longest protocol line: a job with a full W+ latent of a 1024 model is ~200 KB of JSON;
+anything much longer is not a job, and reading it whole would let one line exhaust memory."""
+MAX_ID = 2**53
+"""Request ids are positive integers a JSON double holds exactly."""
+MAX_IMAGE_SIZE = 4096
+"""Largest image side: the biggest generator the project reads (a power of two <= 4096)."""
 
 
-class ProtocolError(NeuralError):
+class ProtocolError(ContractError):
     """A protocol message is malformed: which field, what was expected, what was found."""
 
 
@@ -77,12 +106,13 @@ class RenderJob:
     """What to render: a rig state with the model that renders it.
 
     model_path: the generator file; backend ``state.backend`` reads it. ``files``: other
-    files the backend may use, by role (e.g. DiscoFaceGAN's ``"average_w_id"``).
-    target: the latest-wins key (the add-on uses the face image's name): a newer job for the
-    same target cancels this one. device: "auto" (CUDA when available, else CPU), "cpu",
-    "cuda" or "cuda:N". stream_from: stream progressive images from this block resolution
-    on (None: the final image only). output_path: write the final image there as a 16-bit
-    sRGB PNG (atomically) instead of sending pixels.
+    files the backend may use, by catalogue role (e.g. DiscoFaceGAN's ``"average_w_id"``,
+    StyleRig's ``"rignet"``). target: the latest-wins key (the add-on uses the face image's
+    name). device: "auto", "cpu", "cuda" or "cuda:N" (catalogue.DEVICES). stream_from:
+    stream progressive images from this block resolution on (None: the final image only).
+    output_path: write the final image there as a 16-bit sRGB PNG (atomically) instead of
+    sending pixels; it must lie inside ``output_root`` (the bake or render folder the add-on
+    names), which the worker checks after resolving symlinks.
     """
 
     state: RigState
@@ -92,12 +122,13 @@ class RenderJob:
     files: dict[str, str] = field(default_factory=dict)
     stream_from: int | None = None
     output_path: str = ""
+    output_root: str = ""
 
     def key(self) -> str:
         """Canonical JSON of everything that determines the pixels (not target/streaming):
         equal keys mean equal images."""
         data = job_to_json(self)
-        for name in ("target", "stream_from", "output_path"):
+        for name in ("target", "stream_from", "output_path", "output_root"):
             data.pop(name)
         return dumps(data)
 
@@ -131,7 +162,7 @@ def state_from_json(data: Any, where: str = "state") -> RigState:
     latent = fields.get("latent")
     sefa = _list(fields.get("sefa", []), f"{where}.sefa")
     return RigState(
-        backend=_string(fields.get("backend", "stylegan2"), f"{where}.backend"),
+        backend=_string(fields.get("backend", DEFAULT_BACKEND), f"{where}.backend"),
         model_id=_string(fields.get("model_id", ""), f"{where}.model_id"),
         rig=None if rig is None else _float_array(rig, f"{where}.rig"),
         seed=_optional_int(fields.get("seed"), f"{where}.seed"),
@@ -143,7 +174,8 @@ def state_from_json(data: Any, where: str = "state") -> RigState:
         cutoff=_optional_int(fields.get("cutoff"), f"{where}.cutoff"),
         sefa=tuple(_slider(s, f"{where}.sefa[{i}]") for i, s in enumerate(sefa)),
         resolution=_optional_int(fields.get("resolution"), f"{where}.resolution"),
-        noise_mode=_choice(fields.get("noise_mode", "const"), NOISE_MODES, f"{where}.noise_mode"),
+        noise_mode=_choice(fields.get("noise_mode", DEFAULT_NOISE_MODE), NOISE_MODES,
+                           f"{where}.noise_mode"),
         noise_seed=_optional_int(fields.get("noise_seed"), f"{where}.noise_seed"),
         extras=_object(fields.get("extras", {}), f"{where}.extras"),
     )
@@ -158,12 +190,17 @@ def job_to_json(job: RenderJob) -> dict[str, Any]:
         "files": dict(sorted(job.files.items())),
         "stream_from": job.stream_from,
         "output_path": job.output_path,
+        "output_root": job.output_root,
     }
 
 
 def job_from_json(data: Any, where: str = "job") -> RenderJob:
     fields = _object(data, where)
     files = _object(fields.get("files", {}), f"{where}.files")
+    for role in files:
+        if role not in FILE_ROLES:
+            raise ProtocolError(f"{where}.files: expected roles from {', '.join(FILE_ROLES)}, "
+                                f"found {role!r:.80}")
     job = RenderJob(
         state=state_from_json(fields.get("state"), f"{where}.state"),
         model_path=_string(fields.get("model_path"), f"{where}.model_path"),
@@ -172,19 +209,18 @@ def job_from_json(data: Any, where: str = "job") -> RenderJob:
         files={k: _string(v, f"{where}.files.{k}") for k, v in files.items()},
         stream_from=_optional_int(fields.get("stream_from"), f"{where}.stream_from"),
         output_path=_string(fields.get("output_path", ""), f"{where}.output_path"),
+        output_root=_string(fields.get("output_root", ""), f"{where}.output_root"),
     )
     if not job.model_path:
         raise ProtocolError(f"{where}.model_path: expected the path of a model file, found ''")
-    check_device(job.device, f"{where}.device")
+    if job.output_path and not job.output_root:
+        raise ProtocolError(f"{where}.output_root: expected the folder output_path must lie "
+                            f"in, found '' (output_path {job.output_path!r:.200})")
+    try:
+        check_device(job.device, f"{where}.device")
+    except ContractError as exc:
+        raise ProtocolError(str(exc)) from None
     return job
-
-
-def check_device(device: str, where: str = "device") -> None:
-    base, _, index = device.partition(":")
-    if base not in DEVICES or (index and (base != "cuda" or not index.isdigit())):
-        raise ProtocolError(
-            f"{where}: expected 'auto', 'cpu', 'cuda' or 'cuda:N', found {device!r}"
-        )
 
 
 # ------------------------------------------------------------------ messages
@@ -201,6 +237,14 @@ def directions_message(
     return {"type": DIRECTIONS, "id": request_id, "job": job_to_json(job), "layers": list(layers)}
 
 
+def job_message(kind: str, request_id: int, job: RenderJob) -> dict[str, Any]:
+    """An ``estimate`` or ``load`` request for ``job``'s model and base face."""
+    if kind not in JOB_MESSAGES:
+        raise ProtocolError(f"message type: expected one of {', '.join(sorted(JOB_MESSAGES))}, "
+                            f"found {kind!r}")
+    return {"type": kind, "id": request_id, "job": job_to_json(job)}
+
+
 def dumps(message: dict[str, Any]) -> str:
     """One protocol line (no newline). Refuses NaN/inf, which JSON cannot carry."""
     try:
@@ -214,25 +258,50 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 def decode(line: bytes | str, allowed: frozenset[str]) -> dict[str, Any]:
-    """Parse one line; the message must be an object whose ``type`` is in ``allowed``."""
+    """Parse one line; the message must be an object whose ``type`` is in ``allowed``.
+    Any malformed line (not JSON, too long, nested too deep, an integer of thousands of
+    digits) is a ProtocolError naming what was found, never another exception."""
+    if len(line) > MAX_LINE_BYTES:
+        raise ProtocolError(f"protocol line: expected at most {MAX_LINE_BYTES} bytes, found "
+                            f"{len(line)}")
     try:
         data = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"protocol line is not JSON ({exc}): {line[:80]!r}") from None
+    except RecursionError:
+        raise ProtocolError("protocol line is not a message: JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, huge integer literals
+        raise ProtocolError(f"protocol line is not JSON ({str(exc)[:120]}): "
+                            f"{line[:80]!r}") from None
     message = _object(data, "message")
     kind = message.get("type")
     if kind not in allowed:
         raise ProtocolError(
-            f"message type: expected one of {', '.join(sorted(allowed))}, found {kind!r}"
+            f"message type: expected one of {', '.join(sorted(allowed))}, found {_short(kind)}"
         )
     return message
 
 
 def request_id(message: dict[str, Any]) -> int:
     value = message.get("id")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ProtocolError(f"{message.get('type')}.id: expected an integer, found {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
+        raise ProtocolError(f"{message.get('type')}.id: expected an integer in 1..2^53, "
+                            f"found {_short(value)}")
     return value
+
+
+def bounded_lines(stream: IO[bytes], limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
+    """The lines of ``stream``, reading at most ``limit + 1`` bytes per line: a longer line
+    is yielded as its first ``limit + 1`` bytes (``decode`` refuses it) and the rest of it is
+    skipped, so no line can make the reader hold more than one limit's worth of memory."""
+    while True:
+        line = stream.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not line.endswith(b"\n"):
+            while True:  # skip the rest of the oversize line
+                rest = stream.readline(limit + 1)
+                if not rest or rest.endswith(b"\n"):
+                    break
+        yield line
 
 
 # ------------------------------------------------------------------ images
@@ -253,7 +322,8 @@ class FaceImage:
     """An image from the worker, copied out of shared memory.
 
     pixels: float32 [size * size * 4], linear RGBA, rows bottom-first (Blender's layout).
-    block: resolution of the synthesis block it came from (< size: an upscaled preview).
+    block: resolution of the synthesis block it came from; a preview crosses at its native
+    size (``size == block`` < ``final_size``), the final image at ``final_size``.
     """
 
     request_id: int
@@ -265,12 +335,19 @@ class FaceImage:
     model_sha256: str = ""
     untrained: bool = False
     seconds: float = 0.0
+    final_size: int = 0
+
+    @property
+    def display_size(self) -> int:
+        """The size the face image shows it at (the final size; previews are scaled)."""
+        return self.final_size or self.size
 
 
 @dataclass(frozen=True)
 class WorkerEvent:
     """Anything else the parent learns: kind is ``ready``, ``written``, ``cancelled``,
-    ``error``, ``directions`` or ``crashed`` (the process died; request_id None)."""
+    ``error``, ``directions``, ``estimate``, ``loaded``, ``pong``, ``frozen`` (no heartbeat
+    reply in time) or ``crashed`` (the process died; request_id None)."""
 
     kind: str
     request_id: int | None
@@ -301,16 +378,23 @@ def _string(value: Any, where: str) -> str:
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ProtocolError(f"{where}: expected a finite number, found {value!r}")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProtocolError(f"{where}: expected a finite number, found {_short(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise ProtocolError(f"{where}: expected a finite number, found {_short(value)}")
+    return number
 
 
 def _optional_int(value: Any, where: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ProtocolError(f"{where}: expected an integer or null, found {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 2**63:
+        raise ProtocolError(f"{where}: expected an integer (64-bit) or null, "
+                            f"found {_short(value)}")
     return value
 
 
@@ -322,15 +406,16 @@ def _int(value: Any, where: str) -> int:
 
 
 def _choice(value: Any, choices: tuple[str, ...], where: str) -> Any:
-    if value not in choices:
-        raise ProtocolError(f"{where}: expected one of {', '.join(choices)}, found {value!r}")
+    if not isinstance(value, str) or value not in choices:
+        raise ProtocolError(f"{where}: expected one of {', '.join(choices)}, "
+                            f"found {_short(value)}")
     return value
 
 
 def _float_array(value: Any, where: str) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, RecursionError):
         raise ProtocolError(f"{where}: expected a (nested) list of numbers") from None
     if array.dtype != np.float32 or not np.isfinite(array).all():
         raise ProtocolError(f"{where}: expected finite numbers")
@@ -346,6 +431,14 @@ def _slider(value: Any, where: str) -> SefaSlider:
         value=_number(fields.get("value"), f"{where}.value"),
         layers=tuple(_int(r, f"{where}.layers[{i}]") for i, r in enumerate(layers)),
     )
+
+
+def _short(value: Any) -> str:
+    """repr of a found value, cut to 80 characters (never thousands of digits or bytes)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _kind(value: Any) -> str:
