@@ -30,6 +30,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--seed", type=int, help="seed: z = RandomState(seed).randn(1, z_dim)")
     src.add_argument("--z", type=Path, help="z latents (.npy)")
     src.add_argument("--w", type=Path, help="w / W+ latents (.npy)")
+    gen.add_argument("--class", dest="class_index", type=int, default=None, metavar="N",
+                     help="class label of a conditional model (c_dim > 0): one-hot c with "
+                     "c[N] = 1, for --seed / --z")
     gen.add_argument("--psi", type=float, default=1.0, help="truncation psi (default 1)")
     gen.add_argument("--cutoff", type=int, default=None,
                      help="truncate only W+ rows below this index (default: all)")
@@ -65,7 +68,7 @@ def run_generate(args: argparse.Namespace) -> int:
         noise_seed=args.noise_seed,
         cache=False,
     )
-    ws = _latents(engine, args)
+    ws = _latents(engine, args, _label(loaded.config.c_dim, args))
     images = engine.synthesize(ws, stop_res=args.res)
     if args.out_npy is not None:
         with atomic_open(args.out_npy, "wb") as f:
@@ -95,16 +98,53 @@ def run_info(args: argparse.Namespace) -> int:
     print("  channels       " + ", ".join(f"{r}:{c.channels(r)}" for r in c.block_resolutions))
     print(f"  fp16 blocks    {[r for r in c.block_resolutions if c.uses_fp16(r)] or 'none'}, "
           f"conv_clamp {c.conv_clamp}")
+    print(f"  activations    mapping {c.mapping_activation}, synthesis "
+          f"{c.synthesis_activation}; FIR {list(c.resample_kernel)}")
     print(f"  parameters     {params:,}")
     for key, value in sorted(loaded.extras.items()):
         print(f"  {key:<15}{value}")
     return 0
 
 
-def _latents(engine: StyleGAN2Engine, args: argparse.Namespace) -> torch.Tensor:
+def _label(c_dim: int, args: argparse.Namespace) -> int | None:
+    """The checked ``--class`` index (None for an unconditional model)."""
+    index = args.class_index
+    weights = args.weights
+    if c_dim == 0:
+        if index is not None:
+            raise NeuralError(f"{weights}: --class {index}: this generator is unconditional "
+                              "(c_dim 0) and takes no class label")
+        return None
+    if args.w is not None:
+        if index is not None:
+            raise NeuralError("--class applies to --seed / --z: a W+ file already carries "
+                              "its label")
+        return None
+    if index is None:
+        raise NeuralError(f"{weights}: this generator is conditional (c_dim {c_dim}): "
+                          f"give --class N with 0 <= N < {c_dim}")
+    if not 0 <= index < c_dim:
+        raise NeuralError(f"{weights}: --class {index} is out of range: this generator has "
+                          f"{c_dim} classes (0 <= N < {c_dim})")
+    return index
+
+
+def _one_hot(index: int | None, count: int, c_dim: int) -> torch.Tensor | None:
+    """[count, c_dim] one-hot rows for class ``index`` (None: no label)."""
+    if index is None:
+        return None
+    c = torch.zeros(count, c_dim)
+    c[:, index] = 1.0
+    return c
+
+
+def _latents(
+    engine: StyleGAN2Engine, args: argparse.Namespace, label: int | None = None
+) -> torch.Tensor:
     cfg = engine.config
     if args.seed is not None:
-        return engine.w_from_seed(args.seed, psi=args.psi, cutoff=args.cutoff)
+        z = engine.z_from_seed(args.seed)
+        return engine.map(z, _one_hot(label, 1, cfg.c_dim), psi=args.psi, cutoff=args.cutoff)
     path: Path = args.z if args.z is not None else args.w
     array = _read_npy(path)
     if args.z is not None:
@@ -115,7 +155,8 @@ def _latents(engine: StyleGAN2Engine, args: argparse.Namespace) -> torch.Tensor:
                 f"{path}: expected z of shape [{cfg.z_dim}] or [N, {cfg.z_dim}], "
                 f"found {list(array.shape)}"
             )
-        return engine.map(torch.from_numpy(array), psi=args.psi, cutoff=args.cutoff)
+        c = _one_hot(label, array.shape[0], cfg.c_dim)
+        return engine.map(torch.from_numpy(array), c, psi=args.psi, cutoff=args.cutoff)
     shape = array.shape
     if array.ndim == 1 and shape == (cfg.w_dim,):
         array = array[None, None]
