@@ -15,6 +15,7 @@ Converted files: ``<name>.safetensors`` (the names of ``config.py``) + ``<name>.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickletools
 import re
@@ -25,7 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoints import detect_container, file_sha256
+from ...rig.file_limits import CHECKPOINT_MAX_BYTES, open_regular_file
+from ..checkpoints import detect_container, file_sha256, guarded_read
+from ..checkpoints.limits import check_architecture
 from ..checkpoints.loaded import check_finite, float_tensors, plain
 from ..checkpoints.project_format import load_weights, read_sidecar, save_converted, sidecar_path
 from ..checkpoints.safe_pickle import TFNetworkState, load_pickle_file
@@ -90,7 +93,7 @@ def is_stylegan1_tf_pickle(path: str | os.PathLike[str], max_opcodes: int = 400)
     DiscoFaceGAN), from its first opcodes only: nothing is built, no global is resolved."""
     args: list[object] = []  # the strings and ints pushed, in order
     try:
-        with open(path, "rb") as stream:
+        with open_regular_file(path, "checkpoint", CHECKPOINT_MAX_BYTES, CheckpointError) as stream:
             for n, (op, arg, _) in enumerate(pickletools.genops(stream)):
                 if n >= max_opcodes:
                     return False
@@ -102,8 +105,8 @@ def is_stylegan1_tf_pickle(path: str | os.PathLike[str], max_opcodes: int = 400)
                         isinstance(a, str) and a.startswith("dnnlib.tflib.network") for a in args
                     )
                     return saw_network and args[-1] in STYLEGAN1_NETWORK_VERSIONS
-    except (OSError, ValueError):
-        return False
+    except (OSError, ValueError, CheckpointError):
+        return False  # not a readable regular pickle: the checkpoint reader says why
     return False
 
 
@@ -179,6 +182,10 @@ def _config(tf: dict[str, np.ndarray], kwargs: dict[str, Any], label: str) -> DF
             f"({COEFF_DIM} 3DMM coefficients + noise): not a DiscoFaceGAN generator"
         )
     blur = kwargs.get("blur_filter", [1, 2, 1])
+    check_architecture({"fmap_base": kwargs.get("fmap_base"), "fmap_max": kwargs.get("fmap_max"),
+                        "resample_kernel": blur, "mapping_layers": len(dense),
+                        "img_resolution": resolution, "z_dim": z_dim},
+                       f"{label}: not a DiscoFaceGAN generator")
     try:
         config = DFGConfig(
             z_dim=z_dim,
@@ -273,6 +280,8 @@ def save_dfg_project(loaded: LoadedDFG, weights: str | os.PathLike[str]) -> Path
 def read_dfg_project(path: str | os.PathLike[str]) -> LoadedDFG:
     path = Path(path)
     data = read_sidecar(path, FORMAT, VERSION)
+    if isinstance(data.get("config"), dict):
+        check_architecture(data["config"], f"{sidecar_path(path)} config")
     try:
         config = DFGConfig.from_dict(data.get("config"), f"{sidecar_path(path)} config")
     except DFGConfigError as exc:
@@ -288,10 +297,11 @@ def load_dfg_generator(path: str | os.PathLike[str]) -> LoadedDFG:
     label = str(path)
     container = detect_container(path)
     if container == "safetensors":
-        return read_dfg_project(path)
+        return guarded_read(label, lambda: read_dfg_project(path))
     if container != "pickle":
         raise CheckpointError(
             f"{label}: a {container} file; expected DiscoFaceGAN's TF .pkl or a converted "
             ".safetensors"
         )
-    return read_dfg_pickle_data(load_pickle_file(path), label, file_sha256(path))
+    loaded = guarded_read(label, lambda: read_dfg_pickle_data(load_pickle_file(path), label, ""))
+    return dataclasses.replace(loaded, sha256=file_sha256(path))
