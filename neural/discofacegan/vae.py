@@ -17,6 +17,7 @@ the Gaussian factors. Numpy only (usable in Blender's own process).
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ import numpy as np
 
 from ...contract.errors import ContractError
 from ...contract.files import VAE_FACTORS, vae_checkpoint_prefix
+from ...rig.file_limits import CHECKPOINT_MAX_BYTES, open_regular_file, read_regular_file
 from ...rig.params import GROUP_SLICES, RigParams
 from ..errors import CheckpointError, NeuralError
 
@@ -36,6 +38,9 @@ FOOTER_SIZE = 48
 BLOCK_TRAILER_SIZE = 5
 CRC_MASK_DELTA = 0xA282EAD8
 BUNDLE_VERSION = 1  # kTensorBundleVersion: readers accept min_consumer <= this
+TF_INDEX_MAX_BYTES = 64 << 20
+"""A TF checkpoint index lists names, shapes and offsets (~KB per tensor); DiscoFaceGAN's VAE
+indexes are a few KB. 64 MiB refuses a device or a mistaken data shard."""
 # TF DataType enum -> numpy dtype (little-endian); strings and variants are not tensors of
 # numbers and are never needed here.
 TF_DTYPES: dict[int, np.dtype] = {
@@ -286,12 +291,8 @@ class TFCheckpoint:
     def __init__(self, prefix: str | os.PathLike[str]) -> None:
         self.prefix = os.fspath(prefix)
         index_path = self.prefix + ".index"
-        try:
-            data = Path(index_path).read_bytes()
-        except OSError as exc:
-            raise CheckpointError(
-                f"{index_path}: cannot read the checkpoint index ({exc})"
-            ) from None
+        data = read_regular_file(index_path, "TF checkpoint index", TF_INDEX_MAX_BYTES,
+                                 CheckpointError)
         entries = read_table(data, index_path)
         if not entries or entries[0][0] != b"":
             raise CheckpointError(f"{index_path}: no bundle header entry (empty key) first")
@@ -333,19 +334,26 @@ class TFCheckpoint:
         if not 0 <= entry.shard_id < self.num_shards:
             raise CheckpointError(f"{where}: shard {entry.shard_id} of {self.num_shards}")
         dtype = TF_DTYPES[entry.dtype].newbyteorder(self._byteorder)
-        count = int(np.prod(entry.shape, dtype=np.int64))
+        count = math.prod(entry.shape)  # Python ints: [2**32, 2**32] must not wrap to 0
         if entry.size != count * dtype.itemsize:
             raise CheckpointError(
                 f"{where}: {entry.size} bytes for shape {entry.shape} of {dtype.name} "
                 f"(expected {count * dtype.itemsize})"
             )
         path = self.data_path(entry.shard_id)
-        try:
-            with open(path, "rb") as stream:
+        with open_regular_file(path, "TF checkpoint data", CHECKPOINT_MAX_BYTES,
+                               CheckpointError) as stream:
+            available = os.fstat(stream.fileno()).st_size
+            if entry.offset < 0 or entry.offset + entry.size > available:
+                raise CheckpointError(
+                    f"{path}: truncated: {name} needs bytes {entry.offset}.."
+                    f"{entry.offset + entry.size}, the file has {available}"
+                )
+            try:
                 stream.seek(entry.offset)
                 raw = stream.read(entry.size)
-        except OSError as exc:
-            raise CheckpointError(f"{path}: cannot read the checkpoint data ({exc})") from None
+            except OSError as exc:
+                raise CheckpointError(f"{path}: cannot read the checkpoint data ({exc})") from None
         if len(raw) != entry.size:
             raise CheckpointError(
                 f"{path}: truncated: {name} needs bytes {entry.offset}..{entry.offset + entry.size}"
