@@ -13,6 +13,7 @@ from neural_face_rig.neural.capture.arkit_csv import (
 )
 from neural_face_rig.neural.capture.curves import read_curves
 from neural_face_rig.neural.capture.timecode import timecode_seconds
+from neural_face_rig.rig.controls import ARKIT_BLENDSHAPES, CONTROL_NAMES, UNDEFINABLE
 
 # The header exactly as the app writes it (typed out here, not taken from the module).
 APP_HEADER = (
@@ -69,7 +70,10 @@ def write_take(path, rows: int, header: str = APP_HEADER, extra=None):
 
 def test_layout_matches_the_app_header():
     assert ",".join(LIVE_LINK_FACE_COLUMNS) == APP_HEADER
-    assert len(ARKIT_BLENDSHAPE_COLUMNS) == 52
+    # The app's 52 columns are ARKit's 52 blendshapes (in the app's own order).
+    assert sorted(c[0].lower() + c[1:] for c in ARKIT_BLENDSHAPE_COLUMNS) == sorted(
+        ARKIT_BLENDSHAPES
+    )
 
 
 def test_timecode_to_seconds():
@@ -86,13 +90,15 @@ def test_every_row_on_its_own_frame(tmp_path):
     curves, report = read_live_link_csv(
         csv_path, scene_fps=24, frame_start=101, capture_fps=CAPTURE_FPS, resample=False
     )
-    # Names: the 52 controls in ARKit's camelCase plus pitch/yaw/roll.
-    expected = {c[0].lower() + c[1:] for c in ARKIT_BLENDSHAPE_COLUMNS}
-    assert set(curves.channels) == expected | {"rotation.x", "rotation.y", "rotation.z"}
+    # Names: the rig's named controls (ARKit camelCase) plus pitch/yaw/roll.
+    assert set(curves.channels) == set(CONTROL_NAMES) | {"rotation.x", "rotation.y", "rotation.z"}
     assert report.unknown_columns == [] and report.rows == 121
-    assert set(report.ignored_columns) == {
-        "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll", "RightEyeYaw", "RightEyePitch", "RightEyeRoll"
-    }
+    eyes = {"LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll", "RightEyeYaw", "RightEyePitch",
+            "RightEyeRoll"}
+    # The blendshapes without a rig control are reported with the reason, never guessed.
+    undefinable = {name[0].upper() + name[1:] for name in UNDEFINABLE}
+    assert set(report.ignored_columns) == eyes | undefinable
+    assert "tongue" in report.ignored_reasons["TongueOut"]
     # Timing: each row at 101 + (t - t0) * 24, sub-frame fraction included.
     frames = 101 + (truth["t"] - truth["t"][0]) * 24
     jaw = curves.channels["jawOpen"]

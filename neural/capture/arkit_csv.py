@@ -7,8 +7,10 @@ six eye rotations (``LeftEyeYaw`` … ``RightEyeRoll``). ``LIVE_LINK_FACE_COLUMN
 header. Timecodes are ``HH:MM:SS:FF.fff`` at the capture rate (the app's 60 fps by default).
 
 Mapping, with nothing guessed:
-- a blendshape column ``JawOpen`` drives the control ``jawOpen`` (ARKit's own camelCase name),
-  values clamped to 0..1 (the number of clamped samples is reported);
+- a blendshape column ``JawOpen`` drives the control ``jawOpen`` (ARKit's own camelCase name,
+  the rig's control names), values clamped to 0..1 (the number of clamped samples is
+  reported); the blendshapes the rig has no control for (gaze, tongue, cheek puff, lip roll:
+  the 68 landmarks cannot define them) are reported as ignored;
 - ``HeadPitch``/``HeadYaw``/``HeadRoll`` drive ``rotation.x``/``.y``/``.z`` times ``head_scale``
   and ``head_signs`` (defaults: radians as exported, signs +1; the rig's rotation is
   R = Rz·Ry·Rx, positive yaw turns the nose to the image right);
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...rig.controls import CONTROL_NAMES, UNDEFINABLE
 from ...rig.file_limits import read_regular_file
 from . import CaptureError
 from .curves import CaptureCurves, Channel
@@ -75,6 +78,7 @@ class ArkitImportReport:
     ignored_columns: list[str] = field(default_factory=list)  # known, but no rig target
     unknown_columns: list[str] = field(default_factory=list)  # not in the app's layout
     missing_columns: list[str] = field(default_factory=list)  # in the layout, not in the file
+    ignored_reasons: dict[str, str] = field(default_factory=dict)  # ignored column -> why
     hints: dict[str, str] = field(default_factory=dict)  # unknown column -> near-miss name
     clamped_samples: int = 0
 
@@ -105,7 +109,7 @@ def read_live_link_csv(
     head_scale: float = 1.0,
     head_signs: tuple[float, float, float] = (1.0, 1.0, 1.0),
     resample: bool = True,
-    controls: tuple[str, ...] | None = None,
+    controls: tuple[str, ...] = CONTROL_NAMES,
 ) -> tuple[CaptureCurves, ArkitImportReport]:
     """Import a Live Link Face CSV (see the module docstring).
 
@@ -113,8 +117,9 @@ def read_live_link_csv(
     capture_fps: the rate the timecode's FF field counts at; head_scale: radians per unit of
     the head columns (``math.pi / 180`` for a file in degrees); head_signs: factors for the
     rig's (pitch, yaw, roll); resample: keys on every whole scene frame (default) or at each
-    row's own (fractional) frame; controls: the rig's control names (default: all 52 ARKit
-    names) — a blendshape without a control is reported as ignored.
+    row's own (fractional) frame; controls: the control names to drive (default: every named
+    control of the rig) — a blendshape without a control is reported as ignored, with the
+    reason in ``report.ignored_reasons``.
     """
     path = Path(path)
     if not (math.isfinite(scene_fps) and scene_fps > 0):
@@ -134,7 +139,7 @@ def read_live_link_csv(
     if len(set(header)) != len(header):
         duplicated = sorted({n for n in header if header.count(n) > 1})
         raise CaptureError(f"{path}: duplicated column(s) {', '.join(duplicated)}")
-    known_controls = set(controls) if controls is not None else None
+    known_controls = set(controls)
     report = ArkitImportReport()
     lowered = {name.lower(): name for name in LIVE_LINK_FACE_COLUMNS}
     targets: dict[int, tuple[str, str]] = {}  # column index -> (channel, kind)
@@ -143,14 +148,16 @@ def read_live_link_csv(
             continue
         if name in ARKIT_BLENDSHAPE_COLUMNS:
             control = control_name(name)
-            if known_controls is not None and control not in known_controls:
+            if control not in known_controls:
                 report.ignored_columns.append(name)
+                report.ignored_reasons[name] = UNDEFINABLE.get(control, "not selected")
                 continue
             targets[index] = (control, "control")
         elif name in _HEAD_AXES:
             targets[index] = (f"rotation.{'xyz'[_HEAD_AXES[name]]}", "head")
         elif name in EYE_COLUMNS:
             report.ignored_columns.append(name)
+            report.ignored_reasons[name] = "the rig has no eyeball rotation"
             continue
         else:
             if name == "":
