@@ -15,6 +15,7 @@ same code that loads it.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,12 @@ from .face_model import (
     FaceModel,
     topology_from_mat,
     write_face_model_mat,
+)
+from .file_limits import (
+    FACE_MODEL_MAX_BYTES,
+    TEXT_MAX_BYTES,
+    check_regular_file,
+    read_regular_file,
 )
 from .matfile import MatContents, read_mat
 
@@ -112,13 +119,13 @@ def convert_bfm_dir(folder: str | os.PathLike[str], out_path: str | os.PathLike[
 def _require_inputs(paths: dict[str, Path]) -> None:
     """All missing inputs in one message, each with where to get it."""
     missing = [
-        f"  - {FILES[key].name} ({FILES[key].what}), looked for {path}: get it from "
+        f"{FILES[key].name} ({FILES[key].what}), looked for {path}: get it from "
         f"{FILES[key].source}"
         for key, path in paths.items()
         if not path.is_file()
     ]
     if missing:
-        raise FaceModelError("missing BFM input file(s):\n" + "\n".join(missing))
+        raise FaceModelError("missing BFM input file(s): " + "; ".join(missing))
 
 
 def _build_model(paths: dict[str, Path]) -> FaceModel:
@@ -215,7 +222,7 @@ def _read_exp_pca(path: Path, n_vertices: int, index_name: str) -> np.ndarray:
     Layout (little-endian): int32 exp_dim, float32 mean [3n] (unused), float32 components
     [exp_dim, 3n] row-major. The official file has exp_dim 79 and n 53,215."""
     hint = FILES["exp_pca_bin"].hint
-    size = path.stat().st_size
+    size = check_regular_file(path, "Exp_Pca.bin", FACE_MODEL_MAX_BYTES, FaceModelError)
     if size < 4:
         raise FaceModelError(
             f"{path} is truncated: {size} bytes, not even the 4-byte header. {hint}"
@@ -251,8 +258,9 @@ def _read_exp_pca(path: Path, n_vertices: int, index_name: str) -> np.ndarray:
 def _read_std_exp(path: Path, exp_dim: int) -> np.ndarray:
     """The expression standard deviations [exp_dim] from whitespace-separated text."""
     hint = FILES["std_exp_txt"].hint
+    text = read_regular_file(path, "std_exp.txt", TEXT_MAX_BYTES, FaceModelError)
     try:
-        values = np.loadtxt(path, dtype=np.float64, ndmin=1).reshape(-1)
+        values = np.loadtxt(io.BytesIO(text), dtype=np.float64, ndmin=1).reshape(-1)
     except ValueError as exc:
         raise FaceModelError(f"{path} is not a list of numbers ({exc}). {hint}") from exc
     if values.size != exp_dim:

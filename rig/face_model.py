@@ -4,7 +4,8 @@ Pure numpy (no torch, no bpy): Blender's own process reads it to build the head 
 Units: positions in decimetres (BFM micrometres / 1e5), albedo 0..255 as stored in the file.
 All index arrays are held 0-based here; the file stores them 1-based.
 load_face_model validates every field (shape, index range, NaN) with messages naming the field;
-write_face_model_mat writes the official layout atomically. scipy is imported only inside them.
+write_face_model_mat writes the official layout atomically; only writing needs scipy (imported
+there), reading is numpy only (rig.matfile).
 """
 
 from __future__ import annotations

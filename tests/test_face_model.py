@@ -371,3 +371,34 @@ def test_atomic_open_text_and_permissions(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         with atomic_open(path, "a"):
             pass
+
+
+def test_reading_needs_no_scipy_and_compressed_files_round_trip(tiny, tmp_path):
+    # Blender's bundled Python has numpy only: reading a face model must not import scipy.
+    path = tmp_path / "compressed.mat"
+    scipy.io.savemat(path, face_model_to_mat(tiny), do_compression=True)
+    code = (
+        "import sys; sys.modules['scipy'] = None\n"
+        "from neural_face_rig.rig.face_model import load_face_model\n"
+        f"m = load_face_model({str(path)!r})\n"
+        "assert 'scipy.io' not in sys.modules\n"
+        "print(m.n_vertices, m.n_triangles)\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(tiny.n_vertices), str(tiny.n_triangles)]
+    assert_models_equal(load_face_model(path), tiny)
+
+
+def test_fifo_and_device_are_refused_without_reading(tmp_path):
+    fifo = tmp_path / "model.mat"
+    os.mkfifo(fifo)
+    with pytest.raises(FaceModelError, match=r"model\.mat: expected the face model as a regular "
+                                             r"file, found a FIFO"):
+        load_face_model(fifo)
+    with pytest.raises(FaceModelError, match=r"/dev/zero: expected the face model as a regular "
+                                             r"file, found a character device"):
+        load_face_model("/dev/zero")
