@@ -10,12 +10,13 @@ unpickler (torch files' storages are read and checked by :mod:`.torch_file`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from ...rig.errors import RigError
 from ...rig.file_limits import CHECKPOINT_MAX_BYTES, open_regular_file
@@ -47,6 +48,7 @@ __all__ = [
     "file_sha256",
     "guarded_read",
     "load_generator",
+    "read_checkpoint",
     "save_project",
 ]
 
@@ -154,16 +156,57 @@ def guarded_read(label: str, read: Callable[[], T]) -> T:
         ) from None
 
 
-def load_generator(path: str | os.PathLike[str]) -> LoadedGenerator:
-    """Read any supported StyleGAN2 checkpoint; the format comes from the content."""
+class _Digested(Protocol):
+    @property
+    def sha256(self) -> str: ...
+
+
+Loaded = TypeVar("Loaded", bound=_Digested)
+ContainerReader = Callable[[Path, str], Loaded]
+"""(path, label) -> a loaded generator; its ``sha256`` "" means: the file's own digest."""
+
+
+def read_checkpoint(
+    path: str | os.PathLike[str], readers: Mapping[str, ContainerReader[Loaded]], expected: str
+) -> Loaded:
+    """The one dispatch of every generator reader: the container from the file's first bytes
+    (``detect_container``), then ``readers[container]`` under ``guarded_read``; a container
+    with no reader is refused naming ``expected``. A result without a digest gets the file's.
+    """
     path = Path(path)
     label = str(path)
     container = detect_container(path)
-    if container == "safetensors":
-        result, sidecar = guarded_read(label, lambda: read_project(path))
-        return LoadedGenerator(result.config, result.state_dict, PROJECT,
-                               sidecar["source_sha256"], result.extras)
-    reader = _read_pickle if container == "pickle" else _read_torch
-    source_format, result = guarded_read(label, lambda: reader(path, label))
-    return LoadedGenerator(result.config, result.state_dict, source_format,
-                           file_sha256(path), result.extras)
+    reader = readers.get(container)
+    if reader is None:
+        raise CheckpointError(f"{label}: a {container} file; expected {expected}")
+    loaded = guarded_read(label, lambda: reader(path, label))
+    if not loaded.sha256:
+        loaded = dataclasses.replace(loaded, sha256=file_sha256(path))  # type: ignore[type-var]
+    return loaded
+
+
+def _generator_reader(read: Callable[[Path, str], tuple[str, ReadResult]]
+                      ) -> ContainerReader[LoadedGenerator]:
+    def reader(path: Path, label: str) -> LoadedGenerator:
+        source_format, result = read(path, label)
+        return LoadedGenerator(result.config, result.state_dict, source_format, "",
+                               result.extras)
+    return reader
+
+
+def _read_project_generator(path: Path, label: str) -> LoadedGenerator:
+    result, sidecar = read_project(path)
+    return LoadedGenerator(result.config, result.state_dict, PROJECT, sidecar["source_sha256"],
+                           result.extras)
+
+
+STYLEGAN2_READERS: dict[str, ContainerReader[LoadedGenerator]] = {
+    "safetensors": _read_project_generator,
+    "pickle": _generator_reader(_read_pickle),
+    "torch": _generator_reader(_read_torch),
+}
+
+
+def load_generator(path: str | os.PathLike[str]) -> LoadedGenerator:
+    """Read any supported StyleGAN2 checkpoint; the format comes from the content."""
+    return read_checkpoint(path, STYLEGAN2_READERS, "a StyleGAN2 checkpoint")

@@ -15,7 +15,6 @@ Converted files: ``<name>.safetensors`` (the names of ``config.py``) + ``<name>.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pickletools
 import re
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from ...rig.file_limits import CHECKPOINT_MAX_BYTES, open_regular_file
-from ..checkpoints import detect_container, file_sha256, guarded_read
+from ..checkpoints import read_checkpoint
 from ..checkpoints.limits import check_architecture
 from ..checkpoints.loaded import check_finite, float_tensors, plain
 from ..checkpoints.project_format import load_weights, read_sidecar, save_converted, sidecar_path
@@ -293,15 +292,12 @@ def read_dfg_project(path: str | os.PathLike[str]) -> LoadedDFG:
 
 def load_dfg_generator(path: str | os.PathLike[str]) -> LoadedDFG:
     """DiscoFaceGAN's TF ``.pkl`` or a converted ``.safetensors``; format from the content."""
-    path = Path(path)
-    label = str(path)
-    container = detect_container(path)
-    if container == "safetensors":
-        return guarded_read(label, lambda: read_dfg_project(path))
-    if container != "pickle":
-        raise CheckpointError(
-            f"{label}: a {container} file; expected DiscoFaceGAN's TF .pkl or a converted "
-            ".safetensors"
-        )
-    loaded = guarded_read(label, lambda: read_dfg_pickle_data(load_pickle_file(path), label, ""))
-    return dataclasses.replace(loaded, sha256=file_sha256(path))
+    return read_checkpoint(path, DFG_READERS,
+                           "DiscoFaceGAN's TF .pkl or a converted .safetensors")
+
+
+DFG_READERS = {
+    "safetensors": lambda path, label: read_dfg_project(path),
+    "pickle": lambda path, label: read_dfg_pickle_data(load_pickle_file(path), label, ""),
+}
+"""DiscoFaceGAN's readers by container, for the checkpoints' one dispatch."""
