@@ -31,7 +31,7 @@ import numpy as np
 from bpy.app.handlers import persistent
 from bpy.types import Depsgraph, Object, Scene
 
-from . import dependencies, face_image, model_files, portrait, properties, rig_props
+from . import dependencies, face_image, file_status, model_files, portrait, properties, rig_props
 from .bridge import WorkerClient, WorkerError
 from .contract import catalogue
 from .contract.protocol import FaceImage, RenderJob, WorkerEvent
@@ -340,7 +340,7 @@ def status_text(ob: Object) -> str:
         return f"Baked sequence {node.image.filepath}: live preview off"
     face_rig = ob.face_rig
     prefs = addon_preferences(bpy.context)
-    for status in model_files.model_status(prefs, face_rig.backend, face_rig.model_path):
+    for status in file_status.model_status(prefs, face_rig.backend, face_rig.model_path):
         if status.required and not status.ok:
             return status.problem or "model file missing"
     if _client is None:

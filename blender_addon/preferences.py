@@ -1,5 +1,9 @@
 """Add-on preferences: model files, the worker's Python and its packages, the device.
 
+Blender drops an add-on's preferences when it is disabled, so every setting is also kept in
+``preferences.json`` in the extension's user folder (written when a setting changes, read back
+when the extension is enabled): disabling and enabling, or reinstalling, keeps the paths.
+
 Nothing licensed ships with the extension, so every model file has a path field (empty: look
 in the models folder) and, while it is missing or wrong, text saying what is needed, where
 users get it and where to put it. The dependency box shows what the worker's Python has (from
@@ -8,11 +12,15 @@ the last check; drawing never starts a process) with install / re-check buttons 
 
 from __future__ import annotations
 
+import json
+import os
+import traceback
+
 import bpy
 from bpy.props import EnumProperty, StringProperty
 from bpy.types import AddonPreferences, Context, UILayout
 
-from . import dependencies
+from . import dependencies, file_status
 from .contract import catalogue
 from .model_files import (
     FACE_MODEL,
@@ -21,9 +29,9 @@ from .model_files import (
     ModelFileStatus,
     face_model_problem,
     model_paths,
-    model_status,
     models_folder,
 )
+from .rig.atomic import atomic_open
 
 __all__ = [
     "FACE_MODEL_FILENAME",
@@ -33,6 +41,63 @@ __all__ = [
     "face_model_problem",
     "resolved_face_model_path",
 ]
+
+SETTINGS_FILE = "preferences.json"
+_restoring = False
+
+
+def _settings_path(*, create: bool = False) -> str:
+    return os.path.join(dependencies.extension_user_folder("", create=create), SETTINGS_FILE)
+
+
+def _setting_changed(self: AddonPreferences, _context: Context | None) -> None:
+    """Keep every setting in the user folder too (Blender forgets them on disable), and make
+    the panels look at the files again."""
+    file_status.invalidate()
+    if _restoring:
+        return
+    settings = {name: getattr(self, name) for name in _setting_names()}
+    try:
+        with atomic_open(_settings_path(create=True), "w", encoding="utf-8") as handle:
+            json.dump(settings, handle, indent=1)
+    except OSError as exc:  # a read-only user folder must not break the preferences
+        print(f"Neural Face Rig: cannot keep the preferences in {_settings_path()}: {exc}")
+
+
+def _setting_names() -> list[str]:
+    return [name for name in NFR_AddonPreferences.__annotations__ if name != "bl_idname"]
+
+
+def restore_settings(prefs: NFR_AddonPreferences) -> list[str]:
+    """Set the settings kept in the user folder that ``prefs`` lacks (it was just enabled);
+    returns their names. A damaged file is reported and ignored."""
+    global _restoring
+    path = _settings_path()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            settings = json.load(handle)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        print(f"Neural Face Rig: ignoring the kept preferences {path}: {exc}")
+        return []
+    restored = []
+    _restoring = True
+    try:
+        for name in _setting_names():
+            value = settings.get(name) if isinstance(settings, dict) else None
+            default = NFR_AddonPreferences.bl_rna.properties[name].default
+            if isinstance(value, str) and getattr(prefs, name) == default and value != default:
+                try:
+                    setattr(prefs, name, value)
+                except TypeError:  # an enum value this version does not have
+                    traceback.print_exc()
+                    continue
+                restored.append(name)
+    finally:
+        _restoring = False
+    return restored
+
 
 _BACKEND_TITLES = {spec.id: spec.title for spec in catalogue.BACKENDS.values()}
 
@@ -48,6 +113,7 @@ class NFR_AddonPreferences(AddonPreferences):
         description=f"Path of {FACE_MODEL_FILENAME} (made with 'nfr rig convert-bfm')",
         subtype="FILE_PATH",
         default="",
+        update=_setting_changed,
     )
     models_dir: StringProperty(
         name="Models Folder",
@@ -55,6 +121,7 @@ class NFR_AddonPreferences(AddonPreferences):
         "extension's user folder 'models')",
         subtype="DIR_PATH",
         default="",
+        update=_setting_changed,
     )
     stylegan2_generator_path: StringProperty(
         name="StyleGAN2 Generator",
@@ -62,24 +129,28 @@ class NFR_AddonPreferences(AddonPreferences):
         ".safetensors (used by the StyleGAN2 and StyleRig backends)",
         subtype="FILE_PATH",
         default="",
+        update=_setting_changed,
     )
     dfg_generator_path: StringProperty(
         name="DiscoFaceGAN Generator",
         description="DiscoFaceGAN's TensorFlow .pkl or its converted .safetensors",
         subtype="FILE_PATH",
         default="",
+        update=_setting_changed,
     )
     dfg_average_w_path: StringProperty(
         name="DiscoFaceGAN Average W",
         description="The generator's average_w_id text file (identity-average W)",
         subtype="FILE_PATH",
         default="",
+        update=_setting_changed,
     )
     dfg_vae_dir: StringProperty(
         name="DiscoFaceGAN VAE Folder",
         description="DiscoFaceGAN's vae/weights folder (id, exp, gamma, rot)",
         subtype="DIR_PATH",
         default="",
+        update=_setting_changed,
     )
     rignet_path: StringProperty(
         name="StyleRig RigNet",
@@ -87,12 +158,14 @@ class NFR_AddonPreferences(AddonPreferences):
         "('nfr train rignet')",
         subtype="FILE_PATH",
         default="",
+        update=_setting_changed,
     )
     device: EnumProperty(
         name="Device",
         description="Where the worker runs the networks",
         items=catalogue.DEVICE_ITEMS,
         default="AUTO",
+        update=_setting_changed,
     )
     worker_python: EnumProperty(
         name="Worker Python",
@@ -104,12 +177,14 @@ class NFR_AddonPreferences(AddonPreferences):
              "Another Python (a venv or conda environment) that has the packages, e.g. CUDA torch"),
         ),
         default="BLENDER",
+        update=_setting_changed,
     )
     external_python: StringProperty(
         name="External Python",
         description="Python executable (or environment folder) for the worker",
         subtype="FILE_PATH",
         default="",
+        update=_setting_changed,
     )
 
     def draw(self, context: Context) -> None:
@@ -158,7 +233,7 @@ def draw_model_status(
 
 def draw_face_model_section(layout: UILayout, prefs: NFR_AddonPreferences) -> None:
     layout.prop(prefs, "face_model_path")
-    statuses = model_status(prefs, "face_model")
+    statuses = file_status.model_status(prefs, "face_model")
     if not statuses[0].ok:
         draw_model_status(layout, statuses)
 
@@ -171,7 +246,7 @@ def draw_models_section(layout: UILayout, prefs: NFR_AddonPreferences) -> None:
     for backend, title in _BACKEND_TITLES.items():
         col = layout.column()
         col.label(text=title)
-        statuses = model_status(prefs, backend)
+        statuses = file_status.model_status(prefs, backend)
         for spec, status in zip(MODEL_SETS[backend], statuses, strict=True):
             if spec.pref in shown:  # StyleRig runs on the StyleGAN2 generator above
                 col.label(text=f"Uses the {spec.noun} above.")

@@ -70,6 +70,9 @@ RESOLUTION_ITEMS = (
     ("64", "64 px", "Stop at the 64 px block"),
     ("32", "32 px", "Stop at the 32 px block"),
 )
+"""Every resolution a rig can ask for; the menus offer the ones its model has
+(``resolution_items``). Each keeps its position as its stored number, so files saved when the
+menu was a fixed list read the same."""
 
 BACKEND_ITEMS = catalogue.backend_items()
 
@@ -112,9 +115,52 @@ def _coefficient_description(group: str, index: int) -> str:
     )
 
 
-def resolution_pixels(identifier: str) -> int | None:
-    """Block resolution of a RESOLUTION_ITEMS identifier (None: the model's full size)."""
-    return None if identifier == "FULL" else int(identifier)
+def resolution_pixels(identifier: str, full: int = 0) -> int | None:
+    """Block resolution of a RESOLUTION_ITEMS identifier (None: the model's full size).
+
+    ``full`` is the model's own size when known (0: unknown); a block above it, or an
+    identifier the menu no longer offers (Blender reads those as ""), means the full size."""
+    if identifier in ("FULL", ""):
+        return None
+    pixels = int(identifier)
+    return None if full and pixels >= full else pixels
+
+
+_RESOLUTION_MENUS: dict[int, list[tuple[str, str, str, int]]] = {}
+
+
+def resolution_items(self: PropertyGroup | None, _context: Context | None) -> list:
+    """The resolution menu of one rig: Full and the blocks up to its model's size
+    (``model_resolution``; every block when unknown). Cached per size: Blender keeps pointers
+    into the returned strings, so they must stay alive."""
+    full = int(getattr(self, "model_resolution", 0) or 0)
+    items = _RESOLUTION_MENUS.get(full)
+    if items is None:
+        items = [
+            (identifier, label, description, number)
+            for number, (identifier, label, description) in enumerate(RESOLUTION_ITEMS)
+            if identifier == "FULL" or not full or int(identifier) <= full
+        ]
+        if full:
+            items[0] = ("FULL", f"Full ({full} px)", "The model's own resolution", 0)
+        _RESOLUTION_MENUS[full] = items
+    return items
+
+
+def set_model_resolution(face_rig: PropertyGroup, full: int) -> None:
+    """Record the rig's model size (0: unknown) and set its resolution menus to Full where they
+    ask for more than that, so they never hold an entry the menu does not offer. The menus are
+    read before the size changes: reading an entry the menu lacks makes Blender warn."""
+    names = ("preview_resolution", "render_resolution")
+    values = {name: getattr(face_rig, name) for name in names}
+    face_rig.model_resolution = full
+    for name, value in values.items():
+        if value == "" or (full and value != "FULL" and int(value) > full):
+            setattr(face_rig, name, "FULL")
+
+
+def _resolution_number(identifier: str) -> int:
+    return [item[0] for item in RESOLUTION_ITEMS].index(identifier)
 
 
 # -- change notification ------------------------------------------------------------------------
@@ -250,6 +296,26 @@ class NFR_SefaSlider(PropertyGroup):
     )
 
 
+class NFR_ModelFile(PropertyGroup):
+    """One model file a rig needs, as the .blend records it: a farm node that lacks the
+    artist's path finds the file in its own models folder by name, or by digest."""
+
+    role: StringProperty(name="Role", description="What the backend reads it as", default="",
+                         options=set())
+    filename: StringProperty(name="File Name", default="", options=set())
+    size: StringProperty(name="Size", description="Bytes (text: files pass 2 GiB)", default="",
+                         options=set())
+    sha256: StringProperty(name="SHA-256", description="Digest of the file's bytes (empty: "
+                           "not computed yet)", default="", options=set())
+
+
+def _model_path_changed(self: PropertyGroup, context: Context | None) -> None:
+    from . import rig_models  # reads files: not needed at import time
+
+    rig_models.model_path_changed(self.id_data)
+    _rig_changed(self, context)
+
+
 class NFR_FaceRig(PropertyGroup):
     """A face rig: rig coefficients per group, SeFa sliders and the model that renders them.
     The rig groups (``identity``, ``expression``, ...) are added from rig.params.GROUPS."""
@@ -272,7 +338,7 @@ class NFR_FaceRig(PropertyGroup):
         description="Generator checkpoint for this rig (empty: the preferences' default)",
         subtype="FILE_PATH",
         default="",
-        update=_rig_changed,
+        update=_model_path_changed,
         options=_BLEND_RELATIVE_PATH,
     )
     seed: IntProperty(
@@ -296,18 +362,26 @@ class NFR_FaceRig(PropertyGroup):
         update=_rig_changed,
         override=_OVERRIDABLE,
     )
+    model_resolution: IntProperty(
+        name="Model Resolution",
+        description="Output size of the rig's model in pixels (0: not known yet); the "
+        "resolution menus offer only the sizes it has",
+        min=0,
+        default=0,
+        options=set(),
+    )
     preview_resolution: EnumProperty(
         name="Preview",
         description="Resolution of the live viewport preview",
-        items=RESOLUTION_ITEMS,
-        default="256",
+        items=resolution_items,
+        default=_resolution_number("256"),
         update=_rig_changed,
     )
     render_resolution: EnumProperty(
         name="Render",
         description="Resolution of final renders and bakes",
-        items=RESOLUTION_ITEMS,
-        default="FULL",
+        items=resolution_items,
+        default=_resolution_number("FULL"),
     )
     image_name: StringProperty(
         name="Face Image",
@@ -315,6 +389,9 @@ class NFR_FaceRig(PropertyGroup):
         default="",
         options=set(),
     )
+    model_files: CollectionProperty(type=NFR_ModelFile, name="Model Files",
+                                    description="The files this rig's face needs (name, size, "
+                                    "digest), for machines where its paths do not exist")
     sefa_sliders: CollectionProperty(type=NFR_SefaSlider, name="SeFa Sliders")
     sefa_active_index: IntProperty(name="Active SeFa Slider", default=0, options=set())
 
@@ -333,7 +410,7 @@ for _name, _size in GROUPS:
             options=set(),
         )
 
-CLASSES = (*GROUP_CLASSES.values(), NFR_SefaSlider, NFR_FaceRig)
+CLASSES = (*GROUP_CLASSES.values(), NFR_SefaSlider, NFR_ModelFile, NFR_FaceRig)
 """Register in this order (groups before the classes pointing at them)."""
 
 

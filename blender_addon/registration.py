@@ -9,11 +9,11 @@ from __future__ import annotations
 import bpy
 from bpy.props import StringProperty
 
-from . import properties  # props: rig property groups
+from . import properties, rig_copies, rig_models  # props: rig property groups
 from .dependencies import shutdown as stop_dependency_jobs  # deps
 from .live import register as register_live  # live: handlers, rig-change listener
 from .live import unregister as unregister_live  # live: handlers off, worker stopped
-from .operators import presets, rig_groups, sefa_sliders  # props: rig operators
+from .operators import bake, presets, rig_groups, sefa_sliders  # props: rig operators
 from .operators.add_head import NFR_OT_add_head
 from .operators.add_rig import NFR_OT_add_rig  # live
 from .operators.bake import NFR_OT_bake_face, NFR_OT_use_live_face  # live
@@ -21,7 +21,7 @@ from .operators.dependencies import NFR_OT_check_dependencies, NFR_OT_install_de
 from .operators.render import NFR_OT_render_portrait, NFR_OT_render_sequence  # live
 from .panels import coefficients, model, output, sefa  # props: rig panels
 from .panels.face_rig import NFR_PT_face_rig
-from .preferences import NFR_AddonPreferences
+from .preferences import NFR_AddonPreferences, addon_preferences, restore_settings
 
 # Order matters: preferences before the operators that read them, panels last.
 CLASSES = (
@@ -54,16 +54,28 @@ def _properties() -> tuple[tuple[type, str, object], ...]:
     )
 
 
+# Handlers of the extension's own modules (the live bridge registers its own).
+HANDLERS = (*rig_copies.HANDLERS, *bake.HANDLERS,
+            (bpy.app.handlers.save_pre, rig_models.on_save_pre))
+
+
 def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     for owner, name, prop in _properties():
         setattr(owner, name, prop)
+    restore_settings(addon_preferences(bpy.context))  # Blender forgot them on disable
+    for handlers, handler in HANDLERS:
+        handlers.append(handler)
     register_live()  # live: last
 
 
 def unregister() -> None:
     unregister_live()  # live: first
+    for handlers, handler in reversed(HANDLERS):
+        if handler in handlers:
+            handlers.remove(handler)
+    rig_models.shutdown()
     stop_dependency_jobs()  # deps: no pip or probe process outlives the extension
     for owner, name, _prop in reversed(_properties()):
         delattr(owner, name)

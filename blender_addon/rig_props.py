@@ -192,16 +192,27 @@ def rig_state(ob: Object, *, depsgraph: Depsgraph | None = None, final: bool = F
         seed=face_rig.seed,
         psi=face_rig.psi,
         sefa=sliders,
-        resolution=resolution_pixels(resolution),
+        resolution=resolution_pixels(resolution, face_rig.model_resolution),
     )
 
 
-def model_path(ob: Object) -> str:
+def model_path(ob: Object, *, farm: bool = True) -> str:
     """``ob``'s model file as an absolute path (the worker does not know the .blend's folder:
     "//" paths resolve against the .blend or library that owns ``ob``); "" means the
-    preferences' default model."""
+    preferences' default model. With ``farm``, a path that does not exist on this machine is
+    looked up in its models folder by the file name and digest the .blend recorded."""
     path = ob.face_rig.model_path
-    return os.path.normpath(bpy.path.abspath(path, library=ob.library)) if path else ""
+    if not path:
+        return ""
+    resolved = os.path.normpath(bpy.path.abspath(path, library=ob.library))
+    if not farm or os.path.exists(resolved):
+        return resolved
+    from .model_files import models_folder
+    from .preferences import addon_preferences
+    from .rig_models import find_recorded
+
+    found = find_recorded(ob, "generator", models_folder(addon_preferences(bpy.context)))
+    return found or resolved
 
 
 # -- writing ------------------------------------------------------------------------------------

@@ -1,44 +1,33 @@
 """Operator: Add Face Rig - the portrait card showing the neural face, its camera and render
-settings, and (when a face model is set) the co-registered 3DMM head driven by the rig."""
+settings, and (when a face model is set) the co-registered 3DMM head driven by the rig.
+
+The first rig of a scene sets the scene up for portraits (its camera, square resolution,
+texel-exact sampling, "Standard" colour). Later rigs go beside the existing ones and leave the
+scene's camera and render settings alone: an artist's choices there are not reset. A rig can
+be added before any model file is set: it shows black and its status says what is missing.
+"""
 
 from __future__ import annotations
 
-import json
 import traceback
-from pathlib import Path
 
 import bpy
 from bpy.props import EnumProperty
-from bpy.types import Context, Object, Operator
+from bpy.types import Context, Object, Operator, Scene
 
 from .. import face_image, live, model_files, portrait
 from ..contract import catalogue
 from ..head_mesh import build_head
 from ..preferences import addon_preferences, resolved_face_model_path
-from ..properties import BACKEND_ITEMS, resolution_pixels
+from ..properties import BACKEND_ITEMS, is_face_rig, resolution_pixels, set_model_resolution
 from ..rig.errors import RigError
 from ..rig.face_model import load_face_model
+from ..rig_models import DEFAULT_RESOLUTION, FALLBACK_RESOLUTION, model_resolution
 
 RIG_NAME = "FaceRig"
-# Output size when the model file does not say (non-project formats): the architectures'.
-DEFAULT_RESOLUTION = {"discofacegan": 256}
-FALLBACK_RESOLUTION = 1024
+RIG_SPACING = 1.25  # card sides between the centres of neighbouring rigs
 # Rig-driven backends first: AUTO picks the first whose required files are all there.
 AUTO_ORDER = catalogue.AUTO_ORDER
-
-
-def model_resolution(path: str, backend: str) -> int:
-    """Full output size of a model: its project sidecar's config when it has one, else the
-    backend's usual size (the worker knows for sure once it loads the file)."""
-    sidecar = Path(path).with_suffix(".json")
-    if path.endswith(".safetensors") and sidecar.is_file():
-        try:
-            size = json.loads(sidecar.read_text(encoding="utf-8"))["config"]["img_resolution"]
-            if isinstance(size, int) and size > 0:
-                return size
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # the worker reports a damaged sidecar when it loads the model
-    return DEFAULT_RESOLUTION.get(backend, FALLBACK_RESOLUTION)
 
 
 class NFR_OT_add_rig(Operator):
@@ -65,7 +54,7 @@ class NFR_OT_add_rig(Operator):
 
     def execute(self, context: Context) -> set[str]:
         try:
-            card, head_note = self._add(context)
+            card, notes = self._add(context)
         except (RigError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -73,45 +62,64 @@ class NFR_OT_add_rig(Operator):
             traceback.print_exc()
             self.report({"ERROR"}, f"Add Face Rig failed: {type(exc).__name__}: {exc}")
             return {"CANCELLED"}
-        size = context.scene.render.resolution_x
-        self.report(
-            {"INFO"},
-            f"Added {card.name}: portrait card and camera ({size} px, view transform "
-            f"'{portrait.VIEW_TRANSFORM}' so renders show the generator's exact colours); "
-            f"{head_note}",
-        )
+        model_note = notes.pop(0)
+        self.report({"WARNING"} if model_note else {"INFO"},
+                    f"Added {card.name}: " + "; ".join(note for note in (model_note, *notes)
+                                                        if note))
         return {"FINISHED"}
 
-    def _add(self, context: Context) -> tuple[Object, str]:
+    def _add(self, context: Context) -> tuple[Object, list[str]]:
         prefs = addon_preferences(context)
         backend = self._choose_backend(prefs)
         generator = model_files.model_paths(prefs, backend)["generator"]
-        full = model_resolution(generator, backend)
+        full = (model_resolution(generator, backend) if generator
+                else DEFAULT_RESOLUTION.get(backend, FALLBACK_RESOLUTION))
         collection = context.collection
         scene = context.scene
         layout = portrait.portrait_layout()
+        first_rig = not any(is_face_rig(ob) for ob in scene.objects)
 
         name = _unused_object_name(RIG_NAME)
         image = face_image.ensure_face_image(f"{name} Face", full)
         card = portrait.build_card(name, collection, layout, image)
-        card.location = tuple(scene.cursor.location + _offset(layout.card_distance -
-                                                              layout.head_distance))
+        card.location = _free_spot(scene, layout)
         face_rig = card.face_rig
         face_rig.backend = backend
+        set_model_resolution(face_rig, full)
+        if generator:  # the .blend says which model it needs (and records its digest)
+            face_rig.model_path = generator
         face_rig.is_rig = True
         face_rig.image_name = image.name
         camera = portrait.build_camera(f"{name} Camera", collection, layout, card)
-        scene.camera = camera
-        render_size = resolution_pixels(face_rig.render_resolution) or full
-        portrait.setup_render(scene, render_size)
+        notes = [self._model_note(prefs, backend, generator)]
+        if first_rig:
+            scene.camera = camera
+            render_size = resolution_pixels(face_rig.render_resolution, full) or full
+            portrait.setup_render(scene, render_size)
+            notes.append(f"scene set up for portraits: camera {camera.name}, {render_size} px, "
+                         f"view transform '{portrait.VIEW_TRANSFORM}' (exact generator colours)")
+        else:
+            if scene.camera is None:
+                scene.camera = camera
+            notes.append(f"placed beside the existing rigs; the scene's camera and render "
+                         f"settings are unchanged (its camera: {camera.name})")
 
-        head_note = self._add_head(prefs, collection, card, layout)
+        notes.append(self._add_head(prefs, collection, card, layout))
         for selected in context.selected_objects:
             selected.select_set(False)
         card.select_set(True)
         context.view_layer.objects.active = card
         live.request_update(card)
-        return card, head_note
+        return card, notes
+
+    @staticmethod
+    def _model_note(prefs, backend: str, generator: str) -> str:
+        """"" when the backend's required files are there, else what is missing."""
+        for status in model_files.model_status(prefs, backend, generator):
+            if status.required and not status.ok:
+                return (f"{status.problem} The rig shows black until it is set "
+                        f"(the rig's Model field or {model_files.PREFERENCES})")
+        return ""
 
     def _choose_backend(self, prefs) -> str:
         if self.backend != "AUTO":
@@ -138,10 +146,18 @@ class NFR_OT_add_rig(Operator):
         return f"head {head.name} follows the rig (identity, expression, rotation)"
 
 
-def _offset(y: float):
+def _free_spot(scene: Scene, layout: portrait.PortraitLayout):
+    """Where a new card goes: behind the 3D cursor like the first rig (the head at the
+    cursor), moved along +X past every card already near that line."""
     from mathutils import Vector
 
-    return Vector((0.0, y, 0.0))
+    spot = scene.cursor.location + Vector((0.0, layout.card_distance - layout.head_distance,
+                                           0.0))
+    step = RIG_SPACING * layout.card_size
+    taken = [ob.matrix_world.translation for ob in scene.objects if is_face_rig(ob)]
+    while any((spot - other).length < step * 0.99 for other in taken):
+        spot.x += step
+    return spot
 
 
 def _unused_object_name(base: str) -> str:

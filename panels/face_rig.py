@@ -7,8 +7,9 @@ import os
 from bpy.types import Context, Panel
 
 from .. import __package__ as base_package
+from .. import file_status
 from ..operators.add_head import NFR_OT_add_head
-from ..preferences import addon_preferences, face_model_problem
+from ..preferences import addon_preferences
 
 
 class NFR_PT_face_rig(Panel):
@@ -22,10 +23,11 @@ class NFR_PT_face_rig(Panel):
 
     def draw(self, context: Context) -> None:
         layout = self.layout
-        path = addon_preferences(context).face_model_path
-        problem = face_model_problem(path)
+        # The path field or the models folder's copy, as Add Head resolves it.
+        (status,) = file_status.model_status(addon_preferences(context), "face_model")
+        problem = status.problem
         if problem is None:
-            layout.label(text=f"Face model: {os.path.basename(path)}", icon="CHECKMARK")
+            layout.label(text=f"Face model: {os.path.basename(status.path)}", icon="CHECKMARK")
         else:
             col = layout.column(align=True)
             col.label(text=problem, icon="ERROR")

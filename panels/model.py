@@ -6,6 +6,7 @@ from __future__ import annotations
 from bpy.types import Context, Panel
 
 from .. import live
+from ..portrait import colour_problem
 from ..properties import is_face_rig
 from .services import operator_available
 
@@ -40,6 +41,9 @@ class NFR_PT_model(Panel):
         row.prop(face_rig, "preview_resolution")
         row.prop(face_rig, "render_resolution")
         layout.label(text=live.status_text(ob), icon="INFO")
+        problem = colour_problem(context.scene)
+        if problem is not None:
+            layout.label(text=problem, icon="ERROR")
 
 
 CLASSES = (NFR_PT_model,)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from bpy.types import Context
 
 from ..operators.rig_groups import NFR_OT_keyframe_group
+from ..portrait import colour_problem
 from ..rig_props import FCURVE_GROUP_LABELS, KEYFRAME_GROUPS
 from .coefficients import FaceRigPanel
 from .services import operator_available
@@ -48,6 +49,9 @@ class NFR_PT_output(FaceRigPanel):
         col = layout.column(align=True)
         for idname, text, icon in available:
             col.operator(idname, text=text, icon=icon)
+        problem = colour_problem(context.scene)
+        if problem is not None:
+            layout.label(text=problem, icon="ERROR")
 
 
 CLASSES = (NFR_PT_animation, NFR_PT_output)

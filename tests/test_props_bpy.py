@@ -15,7 +15,7 @@ import bpy
 import numpy as np
 import pytest
 from bpy_extras import anim_utils
-from neural_face_rig import live, properties, rig_props
+from neural_face_rig import live, portrait, properties, rig_props
 from neural_face_rig.contract.state import RigState, SefaSlider
 from neural_face_rig.panels import coefficients, model, output, sefa, services
 from neural_face_rig.rig.errors import RigParamsError
@@ -594,8 +594,14 @@ def test_model_panel_without_and_with_a_face_rig(rig) -> None:
     log = _draw(model.NFR_PT_model)
     assert _props(log) == [f"face_rig.{name}" for name in (
         "backend", "model_path", "seed", "psi", "preview_resolution", "render_resolution")]
-    assert log[-1] == ("label", live.status_text(rig))
+    assert log[-2] == ("label", live.status_text(rig))
     assert "/models/ffhq.pkl" in live.status_text(rig)  # says which file is missing
+    # The empty file's colour settings tone-map renders: the panel says so (and stops saying
+    # it once the portrait colours are set up).
+    assert log[-1] == ("label", portrait.colour_problem(bpy.context.scene))
+    assert "'AgX'" in log[-1][1]
+    portrait.setup_colour(bpy.context.scene)
+    assert _draw(model.NFR_PT_model)[-1] == ("label", live.status_text(rig))
 
 
 def test_group_panels_show_leading_coefficients_until_show_all(rig) -> None:
@@ -665,5 +671,8 @@ def test_animation_and_output_panels(rig) -> None:
         assert _draw(output.NFR_PT_output) == [("label", "No render operators in this build.")]
     with _stand_in_operators(idnames):
         log = _draw(output.NFR_PT_output)
-    assert [idname for idname, _ in _buttons(log)] == idnames
-    assert not [entry for entry in log if entry[0] == "label"]
+        assert [idname for idname, _ in _buttons(log)] == idnames
+        assert [entry for entry in log if entry[0] == "label"] == [
+            ("label", portrait.colour_problem(bpy.context.scene))]  # AgX in an empty file
+        portrait.setup_colour(bpy.context.scene)
+        assert not [entry for entry in _draw(output.NFR_PT_output) if entry[0] == "label"]
