@@ -135,9 +135,9 @@ def test_rnet_refuses_other_layouts_by_name(tmp_path):
     cases = {
         "fc.pth": ({**state, "backbone.fc.weight": torch.zeros(257, 2048)}, "use_last_fc=True"),
         "missing.pth": ({k: v for k, v in state.items() if "final_layers.6" not in k},
-                        "missing ['final_layers.6.weight'"),
+                        "missing ['net_recon.final_layers.6.weight'"),
         "shape.pth": ({**state, "final_layers.1.weight": torch.zeros(63, 2048, 1, 1)},
-                      "final_layers.1.weight: expected shape [64, 2048, 1, 1]"),
+                      "net_recon.final_layers.1.weight: expected shape [64, 2048, 1, 1]"),
         "nan.pth": ({**state, "backbone.bn1.bias": torch.full((64,), float("nan"))},
                     "expected finite float values"),
     }

@@ -28,6 +28,7 @@ from torch import nn
 
 from ...rig.params import RIG_SIZE
 from ..errors import CheckpointError
+from .state_check import checked_state
 
 HEAD_SIZES = (80, 64, 80, 3, 27, 2, 1)
 LAYERS = (3, 4, 6, 3)  # ResNet-50
@@ -105,11 +106,6 @@ class RNet(nn.Module):
         return torch.cat([head(features) for head in self.final_layers], dim=1).flatten(1)
 
 
-def expected_shapes() -> dict[str, tuple[int, ...]]:
-    """Every key of ``net_recon`` with its shape, from the architecture above."""
-    return {k: tuple(v.shape) for k, v in RNet().state_dict().items()}
-
-
 def read_rnet_state(ckpt: Any, label: str) -> dict[str, torch.Tensor]:
     """A loaded ``epoch_20.pth`` dict -> the checked ``net_recon`` state dict."""
     if not isinstance(ckpt, Mapping) or STATE_KEY not in ckpt:
@@ -128,30 +124,7 @@ def read_rnet_state(ckpt: Any, label: str) -> dict[str, torch.Tensor]:
             f"{label}: a use_last_fc=True R-Net (one 257-way backbone.fc); only the released "
             "layout with seven final_layers heads (use_last_fc=False) is supported"
         )
-    expected = expected_shapes()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{label}: not the ResNet-50 R-Net layout: missing {missing[:4]}"
-            f"{' ...' if len(missing) > 4 else ''}, unexpected {unexpected[:4]}"
-            f"{' ...' if len(unexpected) > 4 else ''}"
-        )
-    checked: dict[str, torch.Tensor] = {}
-    for key, shape in expected.items():
-        value = state[key]
-        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
-            what = (str(list(value.shape)) if isinstance(value, torch.Tensor)
-                    else type(value).__name__)
-            raise CheckpointError(f"{label}: {STATE_KEY}.{key}: expected shape {list(shape)}, "
-                                  f"found {what}")
-        if key.endswith("num_batches_tracked"):
-            checked[key] = value.long()
-            continue
-        if not value.is_floating_point() or not torch.isfinite(value).all():
-            raise CheckpointError(f"{label}: {STATE_KEY}.{key}: expected finite float values")
-        checked[key] = value.float()
-    return checked
+    return checked_state(RNet(), state, label, f"{STATE_KEY}.", "ResNet-50 R-Net")
 
 
 def load_rnet(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> RNet:
