@@ -131,9 +131,10 @@ def _pose_from_affine_camera(
     centred, uv_centred = points - points_mean, uv - uv_mean
     # Normal equations, not torch.linalg.lstsq: MKL's lstsq result depends on memory alignment
     # (not bit-reproducible); the 3x3 system is well conditioned for a face.
-    affine = torch.linalg.solve(
-        centred.transpose(1, 2) @ centred, centred.transpose(1, 2) @ uv_centred
-    ).transpose(1, 2)
+    gram, moments = centred.transpose(1, 2) @ centred, centred.transpose(1, 2) @ uv_centred
+    affine = torch.stack(
+        [spd_solve(gram, moments[..., i]) for i in range(moments.shape[-1])], dim=1
+    )  # [B, 2, 3]
     scale = affine.norm(dim=2).mean(dim=1)  # [B], px per dm at the face's depth
     u, _, vh = torch.linalg.svd(affine, full_matrices=False)
     rows = u @ vh  # nearest 2x3 matrix with orthonormal rows
@@ -157,6 +158,36 @@ def _pose_from_affine_camera(
         dim=1,
     )
     return torch.cat([angles, translation], dim=1)
+
+
+def spd_solve(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """x with matrix x = rhs, for symmetric positive (semi-)definite matrix [B, n, n] and
+    rhs [B, n] -> x [B, n] in rhs's dtype, by a float64 Cholesky factorisation.
+
+    Written with elementwise products and last-axis sums only, no LAPACK: MKL's batched
+    getrf in torch 2.13 hangs under some thread counts ("Parameter 6 was incorrect on entry
+    to DLASWP" at set_num_threads(2)), and its threaded factorisations round differently per
+    thread count. Each sum runs over a contiguous last axis, so every result is computed in
+    one order whatever the threads. Pivots are floored at 1e-12 of the diagonal's scale: a
+    singular direction gives a huge step, which Levenberg-Marquardt rejects and damps."""
+    batch, n = rhs.shape
+    # Factor [[A, .], [y^T, .]]: row n of its factor is z = L^-1 y (the forward pass for free).
+    a = matrix.new_zeros((batch, n + 1, n + 1), dtype=torch.float64)
+    a[:, :n, :n] = matrix
+    a[:, n, :n] = rhs
+    floor = (torch.diagonal(a, dim1=1, dim2=2).abs().amax(dim=1) * 1e-12).clamp_min(1e-300)
+    lower = torch.zeros_like(a)  # L, rows contiguous
+    for j in range(n):
+        col = a[:, j:, j] - (lower[:, j:, :j] * lower[:, j : j + 1, :j]).sum(-1)  # [B, n+1-j]
+        pivot = torch.maximum(col[:, 0], floor).sqrt()
+        lower[:, j:, j] = col / pivot[:, None]
+        lower[:, j, j] = pivot
+    z = lower[:, n, :n]
+    upper = lower[:, :n, :n].transpose(1, 2).contiguous()  # L^T, rows contiguous
+    x = torch.zeros_like(z)
+    for i in range(n - 1, -1, -1):  # L^T x = z
+        x[:, i] = (z[:, i] - (upper[:, i, i + 1 :] * x[:, i + 1 :]).sum(-1)) / upper[:, i, i]
+    return x.to(rhs.dtype)
 
 
 def _rotation_derivatives(angles: torch.Tensor) -> torch.Tensor:
@@ -240,7 +271,7 @@ class _LandmarkProblem:
             diagonal = torch.diagonal(normal, dim1=1, dim2=2) + 1e-9
             damped = normal + torch.diag_embed(damping[:, None] * diagonal)
             trial = params.clone()
-            trial[:, free] += torch.linalg.solve(damped, -gradient)
+            trial[:, free] += spd_solve(damped, -gradient)
             trial_cost = self.cost(trial)
             better = trial_cost < cost
             converged = (better & (cost - trial_cost <= 1e-12 * cost)) | (

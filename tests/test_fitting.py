@@ -126,3 +126,62 @@ def test_analytic_jacobian_matches_autograd():
     numeric = torch.autograd.functional.jacobian(lambda p: problem.jacobian(p)[0], params)
     per_row = torch.stack([numeric[b, :, b] for b in range(2)])  # rows are independent
     torch.testing.assert_close(analytic, per_row)
+
+
+def test_spd_solve_matches_a_float64_solve_and_survives_singular_systems():
+    from neural_face_rig.rig.fitting import spd_solve
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 20, 20, generator=gen, dtype=torch.float64)
+    spd = a @ a.transpose(1, 2) + 0.1 * torch.eye(20, dtype=torch.float64)
+    b = torch.randn(3, 20, generator=gen, dtype=torch.float64)
+    expected = np.linalg.solve(spd.numpy(), b.numpy()[..., None])[..., 0]
+    np.testing.assert_allclose(spd_solve(spd, b).numpy(), expected, rtol=1e-9, atol=1e-9)
+    x32 = spd_solve(spd.float(), b.float())
+    assert x32.dtype == torch.float32
+    singular = torch.zeros(1, 4, 4)
+    singular[0, 0, 0] = 1.0
+    assert torch.isfinite(spd_solve(singular, torch.ones(1, 4))).all()
+
+
+_FIT_SCRIPT = r"""
+import hashlib, sys
+import torch
+torch.set_num_threads(2)
+sys.path.insert(0, sys.argv[1])
+from test_fitting import posed_params, render_landmarks, reprojection_error
+from neural_face_rig.rig.camera import CAMERA_224
+from neural_face_rig.rig.fitting import fit_landmarks
+from neural_face_rig.rig.geometry import TorchFaceModel
+from neural_face_rig.rig.params import RigParams
+from neural_face_rig.rig.synthetic import make_synthetic_face_model
+tm = TorchFaceModel.from_face_model(make_synthetic_face_model("tiny"))
+truths = [posed_params(s, identity=True) for s in range(4)]
+landmarks = torch.stack([render_landmarks(tm, p) for p in truths])
+fit = fit_landmarks(tm, landmarks, CAMERA_224, fit_identity=True, landmark_sigma=0.01)
+worst = max(reprojection_error(tm, RigParams.from_vector(row.numpy()), lm)
+            for row, lm in zip(fit, landmarks))
+print(hashlib.sha256(fit.numpy().tobytes()).hexdigest(), worst)
+"""
+
+
+def test_batched_identity_fit_runs_under_two_threads_and_reproduces():
+    """The [4, 150, 150] normal equations of a batched identity fit, in a fresh process at
+    torch.set_num_threads(2) (where torch 2.13's batched LAPACK solve hangs): it finishes,
+    fits, and two processes give the same bits."""
+    import os
+    import subprocess
+    import sys
+
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", _FIT_SCRIPT, tests], env=env, text=True,
+                              capture_output=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "DLASWP" not in done.stderr and "SLASWP" not in done.stderr
+        digest, worst = done.stdout.split()
+        assert float(worst) < 0.05  # pixels
+        runs.append(digest)
+    assert runs[0] == runs[1]
