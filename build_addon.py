@@ -1,9 +1,12 @@
 """Build the installable Blender extension: ``dist/neural_face_rig-<version>.zip``.
 
 The zip has the package shape of the editable install: the contents of ``blender_addon/``
-(manifest, ``__init__.py`` and its modules) at the root, and ``rig/``, ``neural/``,
-``operators/``, ``panels/`` as subfolders, so relative imports resolve the same way inside
-Blender (``bl_ext.<repo>.neural_face_rig``). The build is deterministic: sorted entries, fixed
+(manifest, ``__init__.py`` and its modules) at the root, and ``contract/``, ``rig/``,
+``neural/``, ``operators/``, ``panels/`` as subfolders, so relative imports resolve the same
+way inside Blender (``bl_ext.<repo>.neural_face_rig``). It ships only what users run: the
+development tools (benchmarks, the demo and benchmark stages, the RigNet trainer and its
+commands, ``DEV_ONLY``) stay in the repository; nothing the add-on or the worker imports
+needs them. The build is deterministic: sorted entries, fixed
 timestamps and permissions, so the same sources give the same bytes.
 
 Usage: ``python build_addon.py [--out DIR]`` (prints the path of the zip). Stdlib only.
@@ -12,6 +15,7 @@ Usage: ``python build_addon.py [--out DIR]`` (prints the path of the zip). Stdli
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import sys
 import tempfile
@@ -30,6 +34,17 @@ ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
 FILE_MODE = 0o644
 EXCLUDED_DIR_NAMES = frozenset({"__pycache__", "tests"})
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".zip")
+DEV_ONLY = (
+    "bench_stage.py",  # nfr bench's Blender half
+    "demo_stage.py",  # demo.py's Blender half
+    "neural/bench_*.py",
+    "neural/cli_bench.py",
+    "neural/cli_train.py",
+    "neural/stylerig/trainer.py",
+    "neural/stylerig/losses.py",  # the trainer's
+    "neural/stylerig/evaluate.py",  # nfr train evaluate
+)
+"""Zip names (fnmatch patterns) of development tools left out of the user zip."""
 
 
 class BuildError(Exception):
@@ -70,8 +85,13 @@ def _files_under(folder: Path) -> list[Path]:
     return found
 
 
+def is_dev_only(arcname: str) -> bool:
+    """True for a zip name of a development tool (DEV_ONLY)."""
+    return any(fnmatch.fnmatchcase(arcname, pattern) for pattern in DEV_ONLY)
+
+
 def extension_files(root: Path = REPO_ROOT) -> list[tuple[str, Path]]:
-    """``(name in the zip, source file)`` pairs, sorted by name."""
+    """``(name in the zip, source file)`` pairs, sorted by name, development tools left out."""
     sources = [(EXTENSION_ROOT, "")] + [(name, f"{name}/") for name in SUBPACKAGES]
     entries: dict[str, Path] = {}
     for folder_name, prefix in sources:
@@ -80,6 +100,8 @@ def extension_files(root: Path = REPO_ROOT) -> list[tuple[str, Path]]:
             raise BuildError(f"{folder}: package folder not found")
         for relative in _files_under(folder):
             arcname = prefix + relative.as_posix()
+            if is_dev_only(arcname):
+                continue
             if arcname in entries:
                 raise BuildError(
                     f"{folder / relative} and {entries[arcname]} would both be stored as {arcname}"

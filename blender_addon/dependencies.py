@@ -143,11 +143,14 @@ def worker_python(prefs: Any) -> tuple[str, list[str]]:
 def worker_environment(pythonpath: list[str]) -> dict[str, str]:
     """Blender's environment for a child Python: our PYTHONPATH only (an inherited one or a
     PYTHONHOME would mix in another installation), no user site-packages, and bytecode caches
-    in the user folder because nothing may be written into the extension's folder."""
+    in the user folder because nothing may be written into the extension's folder. Caches
+    (SeFa directions, torch's) go to the user folder "cache" (``XDG_CACHE_HOME``) instead of
+    ~/.cache, so they stay inside Blender's folders and go when the extension is removed."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["PYTHONPATH"] = os.pathsep.join(pythonpath)
     env["PYTHONNOUSERSITE"] = "1"
     env["PYTHONPYCACHEPREFIX"] = extension_user_folder("pycache")
+    env["XDG_CACHE_HOME"] = extension_user_folder("cache")
     return env
 
 

@@ -8,14 +8,28 @@ are printed as one clear line and exit 2; they never show a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import ModuleType
 
 from ..rig.errors import RigError
-from . import cli_bench, cli_convert, cli_dfg, cli_generator, cli_rig, cli_train
 from .errors import NeuralError
 
-COMMAND_MODULES = (cli_rig, cli_generator, cli_convert, cli_dfg, cli_train, cli_bench)
+COMMAND_MODULES = ("cli_rig", "cli_generator", "cli_convert", "cli_dfg", "cli_train", "cli_bench")
+# Development tools the Blender extension's zip leaves out: their commands are simply absent.
+OPTIONAL_MODULES = frozenset({"cli_train", "cli_bench"})
+
+
+def command_modules() -> Iterator[ModuleType]:
+    """The command modules present in this installation, in COMMAND_MODULES order."""
+    for name in COMMAND_MODULES:
+        qualified = f"{__package__}.{name}"
+        try:
+            yield importlib.import_module(qualified)
+        except ModuleNotFoundError as exc:
+            if name not in OPTIONAL_MODULES or exc.name != qualified:
+                raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Neural Face Rig: face-rig and neural-face tools (Blender not needed).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMAND_MODULES:
+    for module in command_modules():
         module.add_commands(sub)
     return parser
 

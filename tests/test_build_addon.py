@@ -71,13 +71,61 @@ def test_zip_has_the_editable_package_shape(tmp_path: Path) -> None:
             in_subpackage = name.split("/")[0] in PACKAGE_FOLDERS[1:]
             source = REPO / name if in_subpackage else REPO / "blender_addon" / name
             assert archive.read(name) == source.read_bytes(), name
-    # And every source .py file is packaged.
+    # And every source .py file is packaged, except the development tools.
     for folder in PACKAGE_FOLDERS:
         prefix = "" if folder == "blender_addon" else f"{folder}/"
         for source in (REPO / folder).rglob("*.py"):
             if "__pycache__" in source.parts:
                 continue
-            assert prefix + source.relative_to(REPO / folder).as_posix() in names
+            name = prefix + source.relative_to(REPO / folder).as_posix()
+            assert (name in names) != build_addon.is_dev_only(name), name
+
+
+def test_the_zip_ships_no_development_tools_and_runs_without_them(tmp_path: Path) -> None:
+    """Benchmarks, the demo and benchmark stages and the trainer stay out, and every module
+    the zip does ship imports without them (the add-on, the worker, the remaining CLI)."""
+    path = build_addon.build_extension(tmp_path / "out")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        # Under another package name, so the editable install cannot stand in for a module.
+        archive.extractall(tmp_path / "site" / "nfr_zip")
+    for left_out in ("bench_stage.py", "demo_stage.py", "neural/bench_rig.py",
+                     "neural/bench_timing.py", "neural/cli_bench.py", "neural/cli_train.py",
+                     "neural/stylerig/trainer.py"):
+        assert (REPO / ("blender_addon/" + left_out if "/" not in left_out else left_out)
+                ).is_file(), left_out  # the pattern is not stale
+        assert left_out not in names, left_out
+    for pattern in build_addon.DEV_ONLY:  # each pattern still names a file
+        sources = [f"{folder}/{p.relative_to(REPO / folder).as_posix()}" for folder in
+                   PACKAGE_FOLDERS for p in (REPO / folder).rglob("*.py")]
+        shipped = [s.removeprefix("blender_addon/") for s in sources]
+        assert any(build_addon.fnmatch.fnmatchcase(s, pattern) for s in shipped), pattern
+    modules = sorted(
+        "nfr_zip." + name.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+        for name in names if name.endswith(".py")
+    )
+    modules = [m.removesuffix(".__init__") for m in modules]
+    code = f"""
+import importlib, json, subprocess, sys
+failed = {{}}
+for name in {modules!r}:
+    try:
+        module = importlib.import_module(name)
+        assert module.__file__.startswith({str(tmp_path / "site")!r}), module.__file__
+    except Exception as exc:
+        failed[name] = f"{{type(exc).__name__}}: {{exc}}"
+from nfr_zip.neural.cli import build_parser
+commands = sorted(build_parser()._subparsers._group_actions[0].choices)
+print(json.dumps({{"failed": failed, "commands": commands}}))
+"""
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = __import__("json").loads(result.stdout.strip().splitlines()[-1])
+    assert found["failed"] == {}
+    assert "train" not in found["commands"] and "bench" not in found["commands"]
+    assert {"rig", "convert"} <= set(found["commands"])
 
 
 def test_caches_tests_and_hidden_files_are_left_out(source_tree: Path, tmp_path: Path) -> None:
