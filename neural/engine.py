@@ -13,6 +13,13 @@
 
 Precisions: "fp32" (final renders), "fp16" (CUDA: the blocks the config marks fp16, like
 NVIDIA's own inference), "bf16" (previews on CPUs with native bf16 or CUDA; channels-last).
+
+Live previews: an fp32 engine asked for progressive images without an explicit precision runs
+the preview blocks (every block before the last one asked for) in bf16 and then the last
+block's image in fp32, when the device has native bf16 (``bf16_supported``) and the bf16
+previews of the engine's first progressive run differed from its fp32 images by at most
+``PREVIEW_TOLERANCE`` of the image range (measured once, right after that run;
+``preview_error``). The last image is always the exact fp32 one.
 Process-wide settings (allocator, threads, cuDNN determinism) belong to the process that owns
 the engine: see ``configure_inference_process``.
 """
@@ -60,11 +67,13 @@ Cancel = Callable[[], bool] | CancelSignal | None
 
 @dataclass(frozen=True)
 class BlockImage:
-    """The image after block ``res``: raw [N, C, res, res] float32 (a copy, safe to keep)."""
+    """The image after block ``res``: raw [N, C, res, res] float32 (a copy, safe to keep);
+    ``precision``: what computed it ("bf16" for live previews, else the run's)."""
 
     res: int
     image: torch.Tensor
     final: bool
+    precision: str = "fp32"
 
     def upscaled(self, size: int) -> torch.Tensor:
         """The image resized to [N, C, size, size] for display (bilinear)."""
@@ -149,9 +158,9 @@ def default_precision(device: torch.device | str, config: StyleGAN2Config) -> Pr
     return "fp32"
 
 
-def preview_precision(device: torch.device | str, config: StyleGAN2Config) -> Precision:
-    """The fastest supported precision for live previews (bf16 where native)."""
-    return "bf16" if bf16_supported(device) else default_precision(device, config)
+PREVIEW_TOLERANCE = 0.01
+"""Largest bf16 preview error accepted for live previews: max |bf16 - fp32| / (max - min of
+the fp32 image), over every preview block of the measured run."""
 
 
 def check_precision(device: torch.device, precision: str) -> None:
@@ -269,8 +278,24 @@ class ProgressiveEngine:
         self._steps = tuple(steps)
         self._run_step = run_step
         self._resolutions = tuple(sorted({s.res for s in self._steps}))
-        self._cache: _Cache | None = None
+        self._caches: dict[tuple[Any, ...], _Cache] = {}  # one per options (fp32, bf16 previews)
+        self.preview_candidate: Precision | None = (
+            "bf16" if precision == "fp32" and bf16_supported(device) else None
+        )
+        """The live-preview precision this engine may use (None: previews stay in the run's
+        precision); ``previews_enabled`` once measured."""
+        self.preview_error: float | None = None
+        """The measured preview error (see ``PREVIEW_TOLERANCE``); None until measured."""
         self._options(None, None, None)  # validate the defaults now
+
+    @property
+    def previews_enabled(self) -> bool:
+        """Whether progressive runs now compute their previews in ``preview_candidate``."""
+        return (
+            self.preview_candidate is not None
+            and self.preview_error is not None
+            and self.preview_error <= PREVIEW_TOLERANCE
+        )
 
     def synthesize(
         self,
@@ -291,6 +316,7 @@ class ProgressiveEngine:
             precision=precision,
             noise_mode=noise_mode,
             noise_seed=noise_seed,
+            previews=False,
         )
         return list(blocks)[-1].image
 
@@ -303,19 +329,36 @@ class ProgressiveEngine:
         precision: Precision | None = None,
         noise_mode: NoiseMode | None = None,
         noise_seed: int | Sequence[int] | None = None,
+        previews: bool | None = None,
     ) -> Iterator[BlockImage]:
         """The image after every block up to ``stop_res``, as an iterator (arguments are
         checked now, synthesis runs as it is consumed). Blocks already cached for these W+
         rows come from the cache. The cancel signal is checked before each block that has
-        to be computed."""
+        to be computed.
+
+        previews: None = the engine's live-preview policy (module docstring) when no
+        ``precision`` is given; False = every image in the run's precision. The last image
+        (``stop_res``) is always computed in the run's precision."""
         options = self._options(precision, noise_mode, noise_seed)
         ws = self._prepare_ws(ws, options)
         stop_res = self._check_stop_res(stop_res)
         last_step = max(s.index for s in self._steps if s.res == stop_res)
+        preview_options = None
+        preview_last = -1
+        if precision is None and previews is not False and self.preview_candidate is not None:
+            preview_options = self._options(self.preview_candidate, noise_mode, noise_seed)
+            below = [s.index for s in self._steps if s.res < stop_res]
+            preview_last = max(below, default=-1)
+        if preview_options is None or preview_last < 0:
+            return self._blocks(ws, options, last_step, cancel)
+        if self.previews_enabled:
+            return self._previewed(ws, options, preview_options, preview_last, last_step, cancel)
+        if self.preview_error is None:
+            return self._measuring(ws, options, preview_options, preview_last, last_step, cancel)
         return self._blocks(ws, options, last_step, cancel)
 
     def clear_cache(self) -> None:
-        self._cache = None
+        self._caches = {}
 
     # -------------------------------------------------------------- for subclasses
 
@@ -340,6 +383,40 @@ class ProgressiveEngine:
         )
 
     # -------------------------------------------------------------- internals
+
+    def _previewed(
+        self, ws: torch.Tensor, options: Any, preview_options: Any, preview_last: int,
+        last_step: int, cancel: Cancel,
+    ) -> Iterator[BlockImage]:
+        """Preview blocks in the preview precision, then the last image in the run's."""
+        label = str(preview_options.precision)
+        for block in self._blocks(ws, preview_options, preview_last, cancel):
+            yield BlockImage(block.res, block.image, False, label)
+        for block in self._blocks(ws, options, last_step, cancel):
+            if block.res == self._steps[last_step].res:
+                yield block
+
+    def _measuring(
+        self, ws: torch.Tensor, options: Any, preview_options: Any, preview_last: int,
+        last_step: int, cancel: Cancel,
+    ) -> Iterator[BlockImage]:
+        """A plain run, then (once the caller has taken every image) the preview blocks in the
+        preview precision, compared with this run's images: sets ``preview_error``."""
+        exact: dict[int, torch.Tensor] = {}
+        for block in self._blocks(ws, options, last_step, cancel):
+            exact[block.res] = block.image
+            yield block
+        stats = self.last_run
+        try:
+            worst = 0.0
+            for block in self._blocks(ws, preview_options, preview_last, None):
+                ref = exact[block.res]
+                spread = float(ref.max() - ref.min()) or 1.0
+                err = float((block.image - ref).abs().max()) / spread
+                worst = max(worst, err if err == err else float("inf"))  # NaN: never
+            self.preview_error = worst
+        finally:
+            self.last_run = stats
 
     def _blocks(
         self, ws: torch.Tensor, options: Any, last_step: int, cancel: Cancel
@@ -368,7 +445,9 @@ class ProgressiveEngine:
                     img = state[1]
                     assert img is not None
                     final = step.res == final_res
-                    yield BlockImage(step.res, img.contiguous().clone(), final=final)
+                    yield BlockImage(
+                        step.res, img.contiguous().clone(), final, str(options.precision)
+                    )
         finally:
             self.last_run = RunStats(min(resume, last_step + 1), executed, len(self._steps))
 
@@ -383,20 +462,23 @@ class ProgressiveEngine:
         return stop_res
 
     def _reusable_states(self, ws: torch.Tensor, options: Any) -> list[SynthesisState]:
-        """States of the cached run still valid for ``ws``; re-arms the cache for ``ws``."""
+        """States of the cached run with these options still valid for ``ws``; re-arms that
+        cache for ``ws``. Two option sets are cached at most (the run's and the previews')."""
         if not self.use_cache:
             return []
         key = (options, tuple(ws.shape), self.device)
-        cache = self._cache
+        cache = self._caches.pop(key, None)
+        while len(self._caches) >= 2:
+            self._caches.pop(next(iter(self._caches)))
         states: list[SynthesisState] = []
-        if cache is not None and cache.key == key:
+        if cache is not None:
             changed = {r for r in range(ws.shape[1]) if not torch.equal(ws[:, r], cache.ws[:, r])}
             first_dirty = min(
                 (s.index for s in self._steps if s.w_index in changed), default=len(self._steps)
             )
             states = cache.states[:first_dirty]
         # The list is shared with the cache: steps appended during this run extend it.
-        self._cache = _Cache(key, ws.clone(), states)
+        self._caches[key] = _Cache(key, ws.clone(), states)
         return states
 
 

@@ -203,7 +203,7 @@ def test_precision_checks_and_bf16_preview(monkeypatch):
     monkeypatch.setattr(engine_mod, "bf16_supported", lambda device="cpu": False)
     with pytest.raises(EngineError, match="native bfloat16"):
         make_engine(precision="bf16")
-    assert engine_mod.preview_precision("cpu", CFG) == "fp32"
+    assert make_engine().preview_candidate is None
     monkeypatch.undo()
     if engine_mod.bf16_supported("cpu"):
         ws = random_ws()
@@ -323,3 +323,77 @@ def test_cli_reports_bad_latent_files_and_prints_info(weights, tmp_path, capsys)
     n_params = sum(v.numel() for k, v in STATE.items()
                    if not k.endswith(("noise_const", "resample_filter", "w_avg")))
     assert f"{n_params:,}" in text
+
+
+# ------------------------------------------------------------------ live bf16 previews
+
+
+def _previews_and_final(eng, ws):
+    blocks = list(eng.progressive(ws))
+    return blocks[:-1], blocks[-1]
+
+
+@pytest.fixture(params=["this CPU", "any CPU"])
+def bf16_engine(request, monkeypatch):
+    """An engine where bf16 is native: this CPU's own probe (skipped where it has none), or
+    the probe forced on (bf16 then runs through plain torch, slowly but correctly)."""
+    if request.param == "this CPU":
+        if not engine_mod.bf16_supported("cpu"):
+            pytest.skip("this CPU lacks native bf16 (AVX512-BF16 or AMX with a bf16 oneDNN)")
+    else:
+        monkeypatch.setattr(engine_mod, "bf16_supported", lambda device="cpu": True)
+    return make_engine()
+
+
+def test_live_previews_run_in_bf16_and_the_final_image_stays_fp32_exact(bf16_engine):
+    eng = bf16_engine
+    assert eng.preview_candidate == "bf16" and eng.preview_error is None
+    ws = random_ws(seed=4)
+    previews, final = _previews_and_final(eng, ws)  # first run: fp32, then measured
+    assert [b.precision for b in previews] == ["fp32"] * 3
+    assert eng.preview_error is not None and 0 < eng.preview_error <= 0.01
+    assert eng.previews_enabled and eng.last_run.total_steps == eng.last_run.steps_executed
+    exact = {b.res: b.image for b in make_engine(cache=False).progressive(ws, previews=False)}
+    for edit_row in (None, 7, 2):  # a new latent, then slider-like edits (cached resumes)
+        if edit_row is not None:
+            ws = ws.clone()
+            ws[:, edit_row:] += 0.5
+            exact = {b.res: b.image
+                     for b in make_engine(cache=False).progressive(ws, previews=False)}
+        previews, final = _previews_and_final(eng, ws)
+        assert [(b.res, b.precision, b.final) for b in previews] == [
+            (4, "bf16", False), (8, "bf16", False), (16, "bf16", False)]
+        assert final.precision == "fp32" and final.final
+        assert torch.equal(final.image, exact[32])  # bit-exact fp32
+        for b in previews:
+            ref = exact[b.res]
+            err = (b.image - ref).abs().max() / (ref.max() - ref.min())
+            assert 0 < err <= 0.01
+    assert torch.equal(eng.synthesize(ws, stop_res=16), exact[16])  # synthesize: no previews
+
+
+def test_previews_stay_exact_when_the_measured_error_is_too_large(bf16_engine, monkeypatch):
+    monkeypatch.setattr(engine_mod, "PREVIEW_TOLERANCE", 0.0)
+    eng = bf16_engine
+    ws = random_ws(seed=5)
+    _previews_and_final(eng, ws)
+    assert eng.preview_error > 0 and not eng.previews_enabled
+    previews, final = _previews_and_final(eng, ws)
+    assert [b.precision for b in previews] == ["fp32"] * 3
+    assert torch.equal(final.image, fresh_render(ws))
+
+
+def test_no_live_previews_without_native_bf16_or_with_an_explicit_precision(monkeypatch):
+    monkeypatch.setattr(engine_mod, "bf16_supported", lambda device="cpu": False)
+    eng = make_engine()
+    assert eng.preview_candidate is None
+    for _ in range(2):
+        previews, _ = _previews_and_final(eng, random_ws())
+        assert [b.precision for b in previews] == ["fp32"] * 3
+    assert eng.preview_error is None
+    monkeypatch.setattr(engine_mod, "bf16_supported", lambda device="cpu": True)
+    eng = make_engine()
+    for _ in range(2):
+        blocks = list(eng.progressive(random_ws(), precision="fp32"))
+        assert {b.precision for b in blocks} == {"fp32"}
+    assert eng.preview_error is None  # an explicit precision is never second-guessed
