@@ -172,6 +172,12 @@ def instance_norm_style(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tenso
     which ruins near-constant maps (a learned constant, a flat region). Works in place on a
     2-D view with the channels contiguous ([H W, C] for channels-last memory, [C, H W]
     otherwise): centre, sum of squares, one affine pass."""
+    if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+        # Autograd (photo inversion) cannot run the in-place passes: the same maths out of place.
+        centred = x - x.mean(dim=(2, 3), keepdim=True, dtype=torch.float32).to(x.dtype)
+        var = centred.square().mean(dim=(2, 3), keepdim=True)
+        gain = (var + INSTANCE_NORM_EPS).rsqrt() * scale.view(1, -1, 1, 1)
+        return centred * gain + shift.view(1, -1, 1, 1)
     channels = x.shape[1]
     if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
         x = x.contiguous()
