@@ -58,7 +58,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                       help=f"tile resolution, a block of the model (default {SHEET_TILE_RES})")
     sefa.add_argument("--device", default="cpu", help="torch device (default cpu)")
     sefa.add_argument("--cache-dir", type=Path, default=None,
-                      help="SeFa cache folder (default $XDG_CACHE_HOME/neural-face-rig/sefa)")
+                      help="folder to cache the factorisation in (default: no cache, "
+                           "nothing written)")
     sefa.set_defaults(handler=run_sefa)
 
 

@@ -5,8 +5,10 @@ indices drive (index 0 -> b4.conv1, 2k-1 -> conv0 and 2k -> conv1 of the block a
 the last index -> the final ToRGB; the intermediate ToRGBs are not factorised, like genforce)
 are transposed, concatenated into M [w_dim, sum Cin], column-normalised, and the
 eigenvectors of M M^T sorted by descending eigenvalue are the edit directions. An edit adds
-alpha * direction to the same W+ rows. Results are cached per (model sha256, layers) as
-safetensors; a cache hit returns exactly the arrays of the first computation.
+alpha * direction to the same W+ rows. Results are cached per (model sha256, layers) in a
+folder the caller names, in the project's artefact format (safetensors + JSON sidecar with
+the weights' digest and the model's source digest); a cache hit returns exactly the arrays
+of the first computation.
 """
 
 from __future__ import annotations
@@ -16,16 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import safetensors
-import safetensors.numpy
 import torch
 
-from ..rig.atomic import atomic_open
+from .checkpoints.project_format import read_artifact, write_artifact
 from .engine import offset_rows
-from .errors import NeuralError
+from .errors import CheckpointError, NeuralError
 from .stylegan2.config import StyleGAN2Config
 
-CACHE_FORMAT = "nfr-sefa-1"
+CACHE_FORMAT = "nfr-sefa"
+CACHE_VERSION = 1
 # StyleGAN-paper groups by resolution pairs of W+ rows: coarse 4-8 px, middle 16-32 px,
 # fine 64 px and up (0-3 / 4-7 / 8-17 at 1024; fine is empty for models of 32 px or less).
 LAYER_GROUPS = ("coarse", "middle", "fine", "all")
@@ -135,28 +136,29 @@ def factorize(
     )
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/neural-face-rig/sefa`` (``~/.cache`` when unset)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "neural-face-rig" / "sefa"
+DEFAULT_CACHE_DIR_HELP = "no cache (factorise every time)"
+"""What ``factorize_cached(cache_dir=None)`` does: nothing is written. The caller names the
+folder: the add-on a folder under Blender's user extension folder, ``nfr sefa`` its
+``--cache-dir`` (nothing is written to a user's home or ``~/.cache`` behind their back)."""
 
 
-def cache_path(cache_dir: Path, sha256: str, layers: tuple[int, ...]) -> Path:
+def cache_path(cache_dir: str | os.PathLike[str], sha256: str, layers: tuple[int, ...]) -> Path:
+    """``<cache_dir>/sefa-<sha256 16>-<layers>.safetensors`` (+ its ``.json`` sidecar)."""
     return Path(cache_dir) / f"sefa-{sha256[:16]}-{layers_tag(layers)}.safetensors"
 
 
 def _read_cache(path: Path, sha256: str, layers: tuple[int, ...]) -> SefaFactors | None:
     try:
-        with safetensors.safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-            arrays = {k: f.get_tensor(k) for k in f.keys()}
-    except (OSError, safetensors.SafetensorError) as exc:
-        raise SefaError(f"{path}: damaged SeFa cache ({exc}); delete it to recompute") from None
-    if meta.get("format") != CACHE_FORMAT or meta.get("sha256") != sha256 or meta.get(
-        "layers"
-    ) != layers_tag(layers):
+        arrays, meta = read_artifact(path, CACHE_FORMAT, CACHE_VERSION, SefaError)
+    except (SefaError, CheckpointError) as exc:
+        raise SefaError(f"damaged SeFa cache: {exc}; delete it to recompute") from None
+    if meta.get("source_sha256") != sha256 or meta.get("layers") != layers_tag(layers):
         return None  # another model or layer set under a colliding short name: recompute
-    return SefaFactors(arrays["directions"], arrays["eigenvalues"], layers)
+    directions, eigenvalues = arrays.get("directions"), arrays.get("eigenvalues")
+    if directions is None or eigenvalues is None:
+        raise SefaError(f"{path}: damaged SeFa cache (expected directions and eigenvalues, "
+                        f"found {sorted(arrays)}); delete it to recompute")
+    return SefaFactors(directions.numpy(), eigenvalues.numpy(), layers)
 
 
 def factorize_cached(
@@ -164,22 +166,23 @@ def factorize_cached(
     state: dict[str, torch.Tensor],
     layers: tuple[int, ...],
     sha256: str,
-    cache_dir: Path | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> SefaFactors:
-    """:func:`factorize`, memoised on disk per (model sha256, layers)."""
-    path = cache_path(cache_dir or default_cache_dir(), sha256, layers)
+    """:func:`factorize`, memoised per (model sha256, layers) in ``cache_dir`` (created if
+    missing) in the project's artefact format; ``cache_dir`` None computes without caching."""
+    if cache_dir is None:
+        return factorize(config, state, layers)
+    path = cache_path(cache_dir, sha256, layers)
     if path.is_file():
         cached = _read_cache(path, sha256, layers)
         if cached is not None:
             return cached
     factors = factorize(config, state, layers)
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = safetensors.numpy.save(
-        {"directions": factors.directions, "eigenvalues": factors.eigenvalues},
-        metadata={"format": CACHE_FORMAT, "sha256": sha256, "layers": layers_tag(layers)},
+    write_artifact(
+        path, {"directions": factors.directions, "eigenvalues": factors.eigenvalues},
+        {"source_sha256": sha256, "layers": layers_tag(layers)}, CACHE_FORMAT, CACHE_VERSION,
     )
-    with atomic_open(path, "wb") as out:
-        out.write(blob)
     return factors
 
 

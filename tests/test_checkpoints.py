@@ -33,6 +33,7 @@ from neural_face_rig.neural.checkpoints import (
     PROJECT,
     ROSINALITY,
     TF_PKL,
+    LoadedGenerator,
     load_generator,
     save_project,
 )
@@ -329,12 +330,13 @@ def test_torch_checkpoint_with_code_is_refused(tmp_path: Path, source) -> None:
 def test_project_files_and_sidecar(files) -> None:
     weights = files["paths"]["project"]
     sidecar = json.loads(sidecar_path(weights).read_text())
-    assert sidecar["format"] == "nfr-stylegan2" and sidecar["version"] == 1
+    assert sidecar["format"] == "nfr-stylegan2" and sidecar["version"] == 2
+    assert sidecar["weights_sha256"] == _sha256(weights)
     assert sidecar["source_format"] == NVIDIA_PKL
     assert sidecar["source_sha256"] == _sha256(files["paths"]["nvidia"])
     assert sidecar["config"] == TINY_CONFIG.to_dict()
     assert load_generator(weights).extras["converted_from"] == NVIDIA_PKL
-    assert not [p for p in files["folder"].iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in files["folder"].iterdir() if "tmp" in p.name]
 
 
 def _project_copy(files, tmp_path: Path) -> Path:
@@ -348,7 +350,8 @@ def _project_copy(files, tmp_path: Path) -> Path:
     ("field", "value", "message"),
     [
         ("format", "something-else", "field format: expected 'nfr-stylegan2'"),
-        ("version", 99, "field version: expected 1..1, found 99"),
+        ("version", 99, "field version: expected 1..2, found 99"),
+        ("weights_sha256", None, "field weights_sha256: expected the 64-hex-digit digest"),
         ("source_sha256", "abc", "field source_sha256: expected 64 lowercase hex"),
         ("config", {"img_resolution": 64, "z_dim": 32, "w_dim": 32}, "missing key"),
         ("config", {"frobnicate": 1}, "unknown generator config field"),
@@ -366,8 +369,34 @@ def test_project_sidecar_errors(files, tmp_path: Path, field, value, message) ->
 def test_project_weights_need_their_sidecar(files, tmp_path: Path) -> None:
     weights = _project_copy(files, tmp_path)
     sidecar_path(weights).unlink()
-    with pytest.raises(CheckpointError, match="without their sidecar copy.json"):
+    with pytest.raises(CheckpointError, match="without their sidecar copy.json: expected it next"):
         load_generator(weights)
+
+
+def test_a_sidecar_from_another_model_is_refused_with_both_digests(files, tmp_path) -> None:
+    weights = _project_copy(files, tmp_path)
+    other = LoadedGenerator(TINY_CONFIG, {k: v + 1 for k, v in
+                                          load_generator(weights).state_dict.items()},
+                            NVIDIA_PKL, "ab" * 32)
+    save_project(other, tmp_path / "other.safetensors")
+    sidecar_path(weights).write_text(sidecar_path(tmp_path / "other.safetensors").read_text())
+    claimed = json.loads(sidecar_path(weights).read_text())["weights_sha256"]
+    with pytest.raises(CheckpointError, match=rf"sha256 {_sha256(weights)} does not match "
+                                              rf"copy.json, which describes weights with "
+                                              rf"sha256 {claimed}"):
+        load_generator(weights)
+
+
+def test_a_sidecar_path_that_is_a_folder_replaces_nothing(files, tmp_path) -> None:
+    weights = _project_copy(files, tmp_path)
+    before = weights.read_bytes()
+    sidecar_path(weights).unlink()
+    sidecar_path(weights).mkdir()
+    with pytest.raises(CheckpointError, match=r"cannot write the artefact pair.*nothing was "
+                                              r"replaced"):
+        save_project(load_generator(files["paths"]["nvidia"]), weights)
+    assert weights.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.json", "copy.safetensors"]
 
 
 # --- nfr convert ---------------------------------------------------------------------------

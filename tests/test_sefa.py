@@ -153,7 +153,16 @@ def test_cache_hit_returns_identical_arrays(state, tmp_path: Path) -> None:
     third = factorize_cached(TINY_CONFIG, other, layers, "cd" * 32, tmp_path)
     assert not np.array_equal(first.directions, third.directions)
     factorize_cached(TINY_CONFIG, state, (4, 5), SHA, tmp_path)
-    assert len(list(tmp_path.iterdir())) == 3
+    assert len(list(tmp_path.glob("*.safetensors"))) == 3
+    assert len(list(tmp_path.glob("*.json"))) == 3
+
+
+def test_no_cache_folder_writes_nothing(state, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    result = factorize_cached(TINY_CONFIG, state, (0, 1), SHA)
+    assert np.array_equal(result.directions, factorize(TINY_CONFIG, state, (0, 1)).directions)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cache_checks_full_digest_and_reports_damage(state, tmp_path: Path) -> None:
@@ -211,4 +220,4 @@ def test_nfr_sefa_writes_a_labelled_contact_sheet(state, tmp_path: Path, capsys)
         assert np.abs(tile(row, steps - 1) - tile(row, steps // 2)).max() > 0
     out = capsys.readouterr().out
     assert "direction 2: eigenvalue" in out and "sheet.png" in out
-    assert len(list((tmp_path / "cache").iterdir())) == 1
+    assert len(list((tmp_path / "cache").glob("sefa-*.safetensors"))) == 1

@@ -10,7 +10,8 @@ scopes ``4x4/Const``, ``4x4/Conv``, ``{R}x{R}/Conv0_up``, ``{R}x{R}/Conv1``;
 ``ToRGB_lod{n}/weight`` [1, 1, C, channels], ``/bias``; ``noise{i}`` [1, 1, R, R]; ``lod``).
 
 Converted files: ``<name>.safetensors`` (the names of ``config.py``) + ``<name>.json``
-``{"format": "nfr-discofacegan", "version": 1, "config", "source_sha256", "source_format"}``.
+``{"format": "nfr-discofacegan", "version": 2, "weights_sha256", "config", "source_sha256",
+"source_format"}`` (the project's artefact format, ``checkpoints.project_format``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ...rig.file_limits import CHECKPOINT_MAX_BYTES, open_regular_file
 from ..checkpoints import read_checkpoint
 from ..checkpoints.limits import check_architecture
 from ..checkpoints.loaded import check_finite, float_tensors, plain
-from ..checkpoints.project_format import load_weights, read_sidecar, save_converted, sidecar_path
+from ..checkpoints.project_format import read_converted, save_converted, sidecar_path
 from ..checkpoints.safe_pickle import TFNetworkState, load_pickle_file
 from ..checkpoints.tf_pkl import (
     PROGRESSIVE_LOD_VARIABLES,
@@ -44,7 +45,7 @@ from ..errors import CheckpointError
 from .config import COEFF_DIM, DFGConfig, DFGConfigError, check_state_shapes
 
 FORMAT = "nfr-discofacegan"
-VERSION = 1
+VERSION = 2  # 2: the sidecar carries weights_sha256 (project_format)
 TF_PKL = "dfg-tf-pkl"
 STYLEGAN1_NETWORK_VERSIONS = (2, 3)
 # Static kwargs of G_style / G_mapping / G_synthesis whose value does not change the weights'
@@ -278,14 +279,12 @@ def save_dfg_project(loaded: LoadedDFG, weights: str | os.PathLike[str]) -> Path
 
 def read_dfg_project(path: str | os.PathLike[str]) -> LoadedDFG:
     path = Path(path)
-    data = read_sidecar(path, FORMAT, VERSION)
-    if isinstance(data.get("config"), dict):
-        check_architecture(data["config"], f"{sidecar_path(path)} config")
+    weights, data = read_converted(path, FORMAT, VERSION)
     try:
         config = DFGConfig.from_dict(data.get("config"), f"{sidecar_path(path)} config")
     except DFGConfigError as exc:
         raise CheckpointError(str(exc)) from None
-    tensors = _finish(config, load_weights(path), str(path))
+    tensors = _finish(config, weights, str(path))
     extras = {"converted_from": data["source_format"]}
     return LoadedDFG(config, tensors, FORMAT, data["source_sha256"], extras)
 

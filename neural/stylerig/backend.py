@@ -16,7 +16,6 @@ next to the generator file. The same safetensors + JSON convention holds the DFR
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -26,15 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import safetensors
-import safetensors.torch
 import torch
-from safetensors.torch import load as load_safetensors_bytes
 
 from ...contract.catalogue import ROLE_RIGNET, STYLERIG
 from ...contract.files import STYLERIG_FORMAT, stylerig_filename
 from ...contract.state import RigState
-from ...rig.atomic import atomic_open
 from ...rig.params import RIG_SIZE
 from ..backends import BackendError, DirectionsFor, StyleGAN2Backend
 from . import StyleRigError
@@ -61,41 +56,21 @@ class MissingRigNetError(BackendError):
 
 
 def write_artifact(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """``path`` (.safetensors) then its ``.json`` sidecar, each atomically; the sidecar holds
-    the weights' sha256, so a sidecar never vouches for other weights."""
-    blob = safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
-    with atomic_open(path, "wb") as out:
-        out.write(blob)
-    document = dict(meta, weights_sha256=hashlib.sha256(blob).hexdigest())
-    with atomic_open(path.with_suffix(".json"), "w", encoding="utf-8") as out:
-        json.dump(document, out, indent=2, sort_keys=True)
-        out.write("\n")
+    """``path`` (.safetensors) + its ``.json`` sidecar in the project's one artefact format
+    (``checkpoints.project_format``): ``meta`` holds ``format`` and ``version``; the sidecar
+    also carries the weights' sha256 and the pair is written crash-safely."""
+    from ..checkpoints.project_format import write_artifact as write_pair
+
+    fields = {k: v for k, v in meta.items() if k not in ("format", "version")}
+    write_pair(path, tensors, fields, str(meta["format"]), int(meta["version"]))
 
 
 def read_artifact(path: Path, expected_format: str) -> tuple[dict[str, torch.Tensor], dict]:
     """The tensors and sidecar of a file written by ``write_artifact``; checks its format,
-    version and that the weights are the ones the sidecar describes."""
-    sidecar = path.with_suffix(".json")
-    try:
-        blob = path.read_bytes()
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StyleRigError(f"{path}: cannot read ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != expected_format:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise StyleRigError(f"{sidecar}: field format: expected {expected_format!r}, "
-                            f"found {found!r}")
-    if meta.get("version") != FILE_VERSION:
-        raise StyleRigError(f"{sidecar}: field version: expected {FILE_VERSION}, found "
-                            f"{meta.get('version')!r} (written by a newer Neural Face Rig?)")
-    if meta.get("weights_sha256") != hashlib.sha256(blob).hexdigest():
-        raise StyleRigError(f"{path}: the weights do not match their sidecar {sidecar.name} "
-                            "(an interrupted copy?)")
-    try:
-        tensors = load_safetensors_bytes(blob)  # safetensors: no pickle
-    except safetensors.SafetensorError as exc:
-        raise StyleRigError(f"{path}: damaged safetensors file ({exc})") from None
-    return tensors, meta
+    version and that the weights are the ones the sidecar describes (both digests named)."""
+    from ..checkpoints.project_format import read_artifact as read_pair
+
+    return read_pair(path, expected_format, FILE_VERSION, StyleRigError)
 
 
 def _prefixed(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:

@@ -27,8 +27,6 @@ The two jobs at the end (``train_dfr``, ``train_rignet``) set the loop up for St
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -37,11 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import safetensors
-import safetensors.torch
 import torch
 import torch.distributed as dist
-from safetensors.torch import load as load_safetensors_bytes
 from torch import nn
 
 from ...rig.atomic import atomic_open
@@ -49,6 +44,8 @@ from ...rig.face_model import FaceModel, load_face_model
 from ...rig.geometry import TorchFaceModel
 from ...rig.synthetic import make_synthetic_face_model
 from ..checkpoints import file_sha256, load_generator
+from ..checkpoints.project_format import read_artifact, write_artifact
+from ..config_json import read_json_document
 from ..engine import StyleGAN2Engine, bf16_supported
 from . import StyleRigError
 from .backend import (
@@ -322,27 +319,23 @@ class Trainer:
         if torch.cuda.is_available():
             for i, rng in enumerate(torch.cuda.get_rng_state_all()):
                 tensors[f"rng.cuda.{i}"] = rng
-        blob = safetensors.torch.save({k: v.detach().cpu().contiguous()
-                                       for k, v in tensors.items()})
         name = f"checkpoint-{self.step:08d}.safetensors"
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_open(self.out_dir / name, "wb") as out:
-            out.write(blob)
         document = {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
             "kind": self.kind,
             "step": self.step,
             "weights": name,
-            "weights_sha256": hashlib.sha256(blob).hexdigest(),
             "settings": asdict(self.settings),
             "param_groups": state["param_groups"],
             "optimizer_scalars": scalars,
             "scaler": self.scaler.state_dict(),
             "meta": self.meta,
         }
-        with atomic_open(self.out_dir / CHECKPOINT_JSON, "w", encoding="utf-8") as out:
-            json.dump(document, out, indent=2, sort_keys=True)
+        # The project's artefact format, with the run's fixed sidecar name: checkpoint.json
+        # names the weights and carries their digest; a crash between the two renames leaves
+        # a pair the loader refuses rather than resumes from.
+        write_artifact(self.out_dir / name, tensors, document, CHECKPOINT_FORMAT,
+                       CHECKPOINT_VERSION, sidecar=self.out_dir / CHECKPOINT_JSON)
         for old in self.out_dir.glob("checkpoint-*.safetensors"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -353,26 +346,21 @@ class Trainer:
         sidecar = self.out_dir / CHECKPOINT_JSON
         if not sidecar.is_file():
             return None
-        try:
-            document = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise StyleRigError(f"{sidecar}: cannot read the checkpoint ({exc})") from None
-        if document.get("format") != CHECKPOINT_FORMAT or document.get(
-            "version"
-        ) != CHECKPOINT_VERSION:
+        document = read_json_document(sidecar, "training checkpoint", StyleRigError)
+        if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT \
+                or document.get("version") != CHECKPOINT_VERSION:
             raise StyleRigError(f"{sidecar}: not a version-{CHECKPOINT_VERSION} StyleRig "
                                 "training checkpoint")
         if document.get("kind") != self.kind:
             raise StyleRigError(f"{sidecar}: a {document.get('kind')!r} checkpoint, this run "
                                 f"trains {self.kind!r} (use another --out)")
-        weights = self.out_dir / str(document["weights"])
-        try:
-            blob = weights.read_bytes()
-        except OSError as exc:
-            raise StyleRigError(f"{weights}: cannot read the checkpoint weights ({exc})") from None
-        if hashlib.sha256(blob).hexdigest() != document["weights_sha256"]:
-            raise StyleRigError(f"{weights}: does not match {sidecar.name} (damaged copy?)")
-        tensors = load_safetensors_bytes(blob)  # safetensors: no pickle
+        name = document.get("weights")
+        if not isinstance(name, str) or Path(name).name != name:
+            raise StyleRigError(f"{sidecar}: field weights: expected a file name in "
+                                f"{self.out_dir}, found {name!r:.80}")
+        weights = self.out_dir / name
+        tensors, document = read_artifact(weights, CHECKPOINT_FORMAT, CHECKPOINT_VERSION,
+                                          StyleRigError, sidecar=sidecar)
         module_state = {k[len("module."):]: v for k, v in tensors.items()
                         if k.startswith("module.")}
         try:
