@@ -27,12 +27,13 @@ from ..contract.state import RigState
 from ..rig.geometry import TorchFaceModel
 from ..rig.params import RigParams
 from ..rig.synthetic import make_synthetic_face_model
+from .backends.stylerig import StyleRigBackend
 from .bench_timing import best_ms
 from .checkpoints import LoadedGenerator, save_project
 from .engine import StyleGAN2Engine, configure_inference_process
 from .stylegan2.config import StyleGAN2Config
 from .stylegan2.generator import Generator, random_state_dict
-from .stylerig.backend import StyleRigBackend, StyleRigModel, TrainingSetup
+from .stylerig.backend import StyleRigModel, TrainingSetup
 from .stylerig.data import Batch, ffhq_crop, rig_camera
 from .stylerig.dfr import DFR, DFRConfig
 from .stylerig.losses import LossWeights, dfr_loss, render_loss, rignet_loss

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 import threading
 import time
@@ -38,9 +39,11 @@ from typing import IO, Any
 import torch
 
 from ..contract import protocol as wp
-from ..contract.catalogue import check_device
+from ..contract.catalogue import ROLE_VAE, check_device
 from ..contract.errors import ContractError
+from ..contract.latest import LatestWins
 from ..rig.errors import RigError
+from ..rig.file_limits import CHECKPOINT_MAX_BYTES, check_regular_file
 from .backends import BACKEND_LOADERS, Backend, StyleGAN2Backend
 from .engine import SynthesisCancelled, configure_inference_process
 from .errors import NeuralError
@@ -89,29 +92,50 @@ class ModelCache:
         self._models: OrderedDict[tuple[Any, ...], LoadedModel] = OrderedDict()
 
     def get(self, job: wp.RenderJob, device: str) -> LoadedModel:
+        """The job's backend with its model loaded (from the cache when its files are
+        unchanged). Every path of the job must be a regular file (the VAE role a folder),
+        checked before anything is opened; files are only ever opened read-only."""
         backend_name = job.state.backend
         loader = BACKEND_LOADERS.get(backend_name)
         if loader is None:
             raise RequestError(
-                f"backend {backend_name!r} is not available in this worker; available: "
+                f"backend {backend_name!r:.80} is not available in this worker; available: "
                 f"{', '.join(sorted(BACKEND_LOADERS))}"
             )
         path = Path(job.model_path)
-        try:
-            stat = path.stat()
-        except OSError as exc:
-            raise RequestError(f"{path}: model file not found ({exc.strerror})") from None
-        key = (backend_name, str(path.resolve()), stat.st_mtime_ns, stat.st_size, device,
+        size = check_regular_file(path, "model file", CHECKPOINT_MAX_BYTES, RequestError)
+        for role, other in sorted(job.files.items()):
+            if role == ROLE_VAE:
+                if other and not os.path.isdir(other):
+                    raise RequestError(f"{other}: expected the {role} folder, found no folder")
+            elif other:
+                check_regular_file(other, f"{role} file", CHECKPOINT_MAX_BYTES, RequestError)
+        key = (backend_name, os.path.realpath(path), path.stat().st_mtime_ns, size, device,
                tuple(sorted(job.files.items())))
         model = self._models.get(key)
         if model is None:
-            backend = loader(str(path), device, job.files)
+            try:
+                backend = loader(str(path), device, job.files)
+            except MemoryError:
+                raise RequestError(f"{path}: loading it needs more memory than this machine "
+                                   "has (a damaged or crafted file?)") from None
+            except RecursionError:
+                raise RequestError(f"{path}: malformed model file (nested too deeply)") from None
             model = LoadedModel(backend, is_untrained(path), backend.engine.config.img_resolution)
             self._models[key] = model
             while len(self._models) > self._keep:
                 self._models.popitem(last=False)
         self._models.move_to_end(key)
         return model
+
+
+def redact(message: str) -> str:
+    """An error message without any bytes of the file it is about: the worker answers
+    whoever writes to its stdin, and a model path may name a file that is not a model."""
+    return _FILE_BYTES.sub("its first bytes are not a known model format", message)
+
+
+_FILE_BYTES = re.compile(r"first bytes( [0-9a-f]{2})+|first bytes b'[^']*'")
 
 
 # ------------------------------------------------------------------ output
@@ -237,8 +261,9 @@ class Worker:
         self.models = ModelCache()
         self.slots = SlotPool(channel)
         self._cond = threading.Condition()
-        self._pending: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._pending: LatestWins[dict[str, Any]] = LatestWins()
         self._quit = False
+        self._doing: tuple[int, str, float] | None = None
 
     # -------------------------------------------------------------- commands (reader thread)
 
@@ -254,33 +279,44 @@ class Worker:
             self.request_quit()
 
     def handle_line(self, line: bytes) -> None:
+        """File one command line. Any line at all (garbage, too long, nested 100 000 deep,
+        a 5000-digit id) is answered: a malformed one with an error reply (its id when it
+        has a valid one), never by ending this thread."""
+        ident: int | None = None
         try:
             message = wp.decode(line, wp.PARENT_MESSAGES)
             kind = message["type"]
             if kind == wp.RELEASE:
-                self.slots.release(str(message.get("slot")))
+                self.slots.release(str(message.get("slot"))[:255])
             elif kind == wp.QUIT:
                 self.request_quit()
             else:
-                self._enqueue(message)
-        except wp.ProtocolError as exc:
-            ident = _id_or_none(line)
+                ident = wp.request_id(message)
+                if kind == wp.PING:
+                    self.channel.send({"type": wp.PONG, "id": ident, "busy": self._busy})
+                else:
+                    self._enqueue(ident, message)
+        except (wp.ProtocolError, ContractError) as exc:
             self.channel.send({"type": wp.ERROR, "id": ident, "target": "", "message": str(exc)})
+        except Exception as exc:  # a bug must not end the command thread (and the worker)
+            traceback.print_exc(file=sys.stderr)
+            self.channel.send({"type": wp.ERROR, "id": ident, "target": "",
+                               "message": f"cannot handle this line: {type(exc).__name__}"})
 
-    def _enqueue(self, message: dict[str, Any]) -> None:
-        ident = wp.request_id(message)
+    def _enqueue(self, ident: int, message: dict[str, Any]) -> None:
         job = wp.job_from_json(message.get("job"))
         if message["type"] == wp.RENDER:
-            key = f"render:{job.target}"
+            key = f"render:{job.target}"  # latest wins per target
         else:
-            key = f"directions:{ident}"  # never superseded
+            key = f"{message['type']}:{ident}"  # never superseded
         message = dict(message, job=job)
         with self._cond:
-            replaced = self._pending.pop(key, None)
-            self._pending[key] = message
+            accepted, replaced = self._pending.put(key, ident, message)
             self._cond.notify_all()
         if replaced is not None:
             self._send_cancelled(replaced)
+        if not accepted:
+            self._send_cancelled(message)
 
     def request_quit(self) -> None:
         with self._cond:
@@ -325,32 +361,50 @@ class Worker:
             while not self._pending and not self._quit:
                 self._cond.wait()
             if self._quit:
-                for message in self._pending.values():
+                for message in self._pending.take_all():
                     self._send_cancelled(message)
-                self._pending.clear()
                 return None
-            return self._pending.popitem(last=False)
+            return self._pending.pop_oldest()
 
     def _superseded(self, key: str) -> bool:
         return self._quit or key in self._pending
 
+    @property
+    def _busy(self) -> dict[str, Any] | None:
+        """What the main loop is doing, for heartbeat replies: request id, kind, seconds."""
+        doing = self._doing
+        if doing is None:
+            return None
+        ident, kind, since = doing
+        return {"id": ident, "type": kind, "seconds": round(time.monotonic() - since, 3)}
+
     def _serve_one(self, key: str, message: dict[str, Any]) -> None:
         job: wp.RenderJob = message["job"]
         ident = message["id"]
+        kind = message["type"]
+        self._doing = (ident, kind, time.monotonic())
         try:
             device = self.default_device if job.device == "auto" else resolve_device(job.device)
             model = self.models.get(job, device)
-            if message["type"] == wp.DIRECTIONS:
+            if kind == wp.DIRECTIONS:
                 self._directions(ident, job, model, message)
+            elif kind == wp.ESTIMATE:
+                self._estimate(ident, job, model)
+            elif kind == wp.LOAD:
+                self.channel.send({"type": wp.LOADED, "id": ident, "target": job.target,
+                                   "model": model.backend.model_id,
+                                   "resolution": model.resolution})
             else:
                 self._render(ident, key, job, model)
         except SynthesisCancelled:
             self._send_cancelled(message)
         except (NeuralError, RigError, ContractError) as exc:
-            self._send_error(ident, job, str(exc))
+            self._send_error(ident, job, redact(str(exc)))
         except Exception as exc:  # a bug must reach the user as a message, not kill the worker
             traceback.print_exc(file=sys.stderr)
-            self._send_error(ident, job, f"{type(exc).__name__}: {exc}")
+            self._send_error(ident, job, redact(f"{type(exc).__name__}: {exc}"[:500]))
+        finally:
+            self._doing = None
 
     def _render(self, ident: int, key: str, job: wp.RenderJob, model: LoadedModel) -> None:
         start = time.perf_counter()
@@ -408,6 +462,15 @@ class Worker:
             "model": backend.model_id,
         })
 
+    def _estimate(self, ident: int, job: wp.RenderJob, model: LoadedModel) -> None:
+        """The backend's rig values of the job's base face (None: it has no reading)."""
+        rig = model.backend.estimate(job.state)
+        self.channel.send({
+            "type": wp.ESTIMATE, "id": ident, "target": job.target,
+            "rig": None if rig is None else [float(v) for v in rig],
+            "model": model.backend.model_id, "backend": job.state.backend,
+        })
+
     def _send_cancelled(self, message: dict[str, Any]) -> None:
         job = message.get("job")
         target = job.target if isinstance(job, wp.RenderJob) else ""
@@ -415,13 +478,6 @@ class Worker:
 
     def _send_error(self, ident: int, job: wp.RenderJob, text: str) -> None:
         self.channel.send({"type": wp.ERROR, "id": ident, "target": job.target, "message": text})
-
-
-def _id_or_none(line: bytes) -> int | None:
-    try:
-        return wp.request_id(wp.decode(line, wp.PARENT_MESSAGES))
-    except wp.ProtocolError:
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -441,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     except NeuralError as exc:
         Channel(protocol).send({"type": wp.ERROR, "id": None, "target": "", "message": str(exc)})
         return 2
-    return worker.serve(sys.stdin.buffer)
+    return worker.serve(wp.bounded_lines(sys.stdin.buffer))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from fixtures.stylegan_formats import TINY_CONFIG, marker_source, tiny_state, wr
 from neural_face_rig.contract.state import RigState, SefaSlider
 from neural_face_rig.neural import cli_dfg
 from neural_face_rig.neural.backends import BACKEND_LOADERS, BackendError
+from neural_face_rig.neural.backends.discofacegan import DiscoFaceGANBackend
 from neural_face_rig.neural.discofacegan.adapter import (
     attribute_truncation,
     compute_average_w_id,
@@ -34,7 +35,7 @@ from neural_face_rig.neural.discofacegan.adapter import (
     save_average_w_id,
     split_dfg_input,
 )
-from neural_face_rig.neural.discofacegan.backend import DFGEngine, DiscoFaceGANBackend
+from neural_face_rig.neural.discofacegan.backend import DFGEngine
 from neural_face_rig.neural.discofacegan.config import DFGConfig, DFGConfigError
 from neural_face_rig.neural.discofacegan.generator import (
     DFGGenerator,

@@ -31,9 +31,9 @@ from fixtures.live_addon import (
     write_stylegan2,
 )
 from neural_face_rig.neural.backends import StyleGAN2Backend
+from neural_face_rig.neural.backends.discofacegan import DiscoFaceGANBackend
 from neural_face_rig.neural.checkpoints import load_generator
 from neural_face_rig.neural.discofacegan.adapter import load_average_w_id
-from neural_face_rig.neural.discofacegan.backend import DiscoFaceGANBackend
 from neural_face_rig.neural.discofacegan.tf_reader import load_dfg_generator
 from neural_face_rig.neural.images import to_blender_rgba, to_srgb_uint
 from neural_face_rig.rig.camera import CAMERA_256

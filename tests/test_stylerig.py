@@ -16,6 +16,7 @@ import torch
 from neural_face_rig.contract.state import RigState
 from neural_face_rig.neural import cli_train
 from neural_face_rig.neural.backends import BACKEND_LOADERS
+from neural_face_rig.neural.backends.stylerig import StyleRigBackend
 from neural_face_rig.neural.checkpoints import LoadedGenerator, load_generator, save_project
 from neural_face_rig.neural.engine import StyleGAN2Engine
 from neural_face_rig.neural.stylegan2.config import StyleGAN2Config
@@ -23,7 +24,6 @@ from neural_face_rig.neural.stylegan2.generator import random_state_dict
 from neural_face_rig.neural.stylerig import StyleRigError
 from neural_face_rig.neural.stylerig.backend import (
     MissingRigNetError,
-    StyleRigBackend,
     load_stylerig,
     stylerig_filename,
 )

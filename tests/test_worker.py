@@ -435,3 +435,107 @@ def test_the_worker_exits_when_its_parent_dies(model: Path) -> None:
     while _process_state(pid) not in (None, "Z") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _process_state(pid) in (None, "Z")
+
+
+# ------------------------------------------------------------------ hostile input
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested too deeply"),
+        (b'{"type": "render", "id": ' + b"7" * 5000 + b', "job": {}}\n', "not JSON"),
+        (b'{"type": "render", "id": ' + b"7" * 4000 + b', "job": {}}\n', "integer of"),
+        (b"\xff\xfe\x00garbage\x80\n", "not JSON"),
+        (b'{"type": "ping", "id": true}\n', "ping.id: expected an integer"),
+        (b'{"type": "render", "id": 3, "job": {"model_path": "/m", "state": '
+         + b'{"psi": ' + b"9" * 400 + b"}}}\n", "job.state.psi: expected a finite number"),
+    ],
+    ids=["nested-100000", "id-5000-digits", "id-4000-digits", "garbage", "bool-id",
+         "psi-overflows"],
+)
+def test_the_worker_answers_any_line_and_keeps_serving(
+    served, model: Path, line: bytes, expected: str
+) -> None:
+    send, replies = served
+    send(line)
+    error = replies.next(wp.ERROR)
+    assert expected in error["message"] and len(error["message"]) < 300
+    send(render(9, model, RigState(seed=1)))
+    assert replies.next(wp.IMAGE)["id"] == 9  # the command thread survived
+
+
+def test_an_oversize_line_is_cut_and_skipped_not_held() -> None:
+    stream = io.BytesIO(b"x" * 50 + b"\n" + b'{"type":"quit"}\n')
+    lines = list(wp.bounded_lines(stream, limit=20))
+    assert [len(line) for line in lines] == [21, 16]  # the first is cut at limit + 1
+    assert lines[1] == b'{"type":"quit"}\n'
+    with pytest.raises(wp.ProtocolError, match="not JSON"):
+        wp.decode(lines[0], wp.PARENT_MESSAGES)
+    with pytest.raises(wp.ProtocolError, match=f"at most {wp.MAX_LINE_BYTES} bytes"):
+        wp.decode(b" " * (wp.MAX_LINE_BYTES + 1), wp.PARENT_MESSAGES)
+
+
+def test_a_ping_is_answered_while_a_render_runs(served, model: Path) -> None:
+    send, replies = served
+    send(render(1, model, RigState(backend="gated", seed=1), target="face", stream_from=4))
+    assert GatedBackend.paused.wait(TIMEOUT)
+    send({"type": wp.PING, "id": 2})
+    pong = replies.next(wp.PONG)
+    assert pong["id"] == 2 and pong["busy"]["id"] == 1 and pong["busy"]["type"] == wp.RENDER
+    GatedBackend.gate.set()
+
+
+def test_output_outside_the_jobs_folder_is_refused(served, model: Path, tmp_path: Path) -> None:
+    send, replies = served
+    bake = tmp_path / "bake"
+    bake.mkdir()
+    victim = tmp_path / "outside" / "victim.txt"
+    victim.parent.mkdir()
+    victim.write_text("keep me")
+    (bake / "link.png").symlink_to(victim)
+    (bake / "escape").symlink_to(victim.parent, target_is_directory=True)
+    for ident, path in enumerate([bake / ".." / "outside" / "victim.txt", bake / "link.png",
+                                  bake / "escape" / "face_0001.png", Path("/tmp/x.png")], 1):
+        send(render(ident, model, RigState(seed=1), output_path=str(path),
+                    output_root=str(bake)))
+        error = replies.next(wp.ERROR)
+        assert error["id"] == ident and str(path) in error["message"]
+        assert "outside the job's folder" in error["message"]
+    assert victim.read_text() == "keep me"
+    assert sorted(p.name for p in bake.iterdir()) == ["escape", "link.png"]
+    send(render(9, model, RigState(seed=1), output_path=str(bake / "face_0001.png"),
+                output_root=str(bake)))
+    assert replies.next(wp.WRITTEN)["path"] == str(bake / "face_0001.png")
+
+
+def test_model_paths_must_be_regular_files(served, tmp_path: Path) -> None:
+    send, replies = served
+    fifo = tmp_path / "model.pkl"
+    os.mkfifo(fifo)  # opening it for reading would block the worker forever
+    send(render(1, fifo, RigState(seed=1)))
+    error = replies.next(wp.ERROR)
+    assert error["id"] == 1 and "FIFO" in error["message"] and str(fifo) in error["message"]
+    send(render(2, tmp_path, RigState(seed=1)))
+    assert "a folder" in replies.next(wp.ERROR)["message"]
+
+
+def test_errors_never_echo_the_bytes_of_a_file(served, tmp_path: Path) -> None:
+    send, replies = served
+    secret = tmp_path / "passwords.txt"
+    secret.write_bytes(b"hunter2-SECRET\n")
+    send(render(1, secret, RigState(seed=1)))
+    message = replies.next(wp.ERROR)["message"]
+    assert str(secret) in message and "SECRET" not in message
+    assert b"hunter2-SECRET"[:8].hex(" ") not in message and "68 75 6e" not in message
+
+
+def test_a_stylegan2_model_has_no_rig_estimate(served, model: Path) -> None:
+    send, replies = served
+    job = wp.RenderJob(RigState(seed=4), str(model), target="face")
+    send(wp.job_message(wp.ESTIMATE, 3, job))
+    reply = replies.next(wp.ESTIMATE)
+    assert (reply["id"], reply["rig"], reply["backend"]) == (3, None, "stylegan2")
+    send(wp.job_message(wp.LOAD, 4, job))
+    loaded = replies.next(wp.LOADED)
+    assert loaded["id"] == 4 and loaded["resolution"] == CFG.img_resolution

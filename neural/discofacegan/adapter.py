@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from ...rig.atomic import atomic_open
+from ...rig.file_limits import TEXT_MAX_BYTES, read_regular_file
 from ...rig.params import RigParams
 from ..errors import CheckpointError
 from ..stylegan2.generator import GeneratorInputError
@@ -119,14 +121,14 @@ def load_average_w_id(path: str | os.PathLike[str], config: DFGConfig) -> np.nda
     """The ``average_w_id`` text file (numbers separated by white space, as np.savetxt
     writes [14, 512]) -> float32 [num_ws, w_dim]."""
     label = os.fspath(path)
+    data = read_regular_file(label, "identity-average W", TEXT_MAX_BYTES, CheckpointError)
     try:
-        values = np.loadtxt(label, dtype=np.float64, ndmin=1)
-    except OSError as exc:
-        raise CheckpointError(f"{label}: cannot read the identity-average W ({exc})") from None
-    except ValueError as exc:
+        values = np.loadtxt(io.BytesIO(data), dtype=np.float64, ndmin=1)
+    except (ValueError, UnicodeDecodeError):
+        # numpy's message quotes the text it could not parse: never echo a file's content.
         raise CheckpointError(
             f"{label}: expected a text file of numbers (the model's average_w_id.txt), "
-            f"found something else ({exc})"
+            f"found text that is not numbers ({len(data)} bytes)"
         ) from None
     expected = config.num_ws * config.w_dim
     if values.size != expected:

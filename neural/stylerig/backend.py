@@ -1,17 +1,11 @@
-"""The "stylerig" backend: a base W+ (seed or latent) edited by RigNet to the rig's targets.
-
-Per request: DFR reads the base W+ (its rig values p), RigNet turns W+ and the change asked
-of pose, expression and illumination (target from ``RigState.rig`` minus p) into the edited
-W+, SeFa offsets follow as in the plain StyleGAN2 backend. Identity, reflectance and
-translation in ``RigState.rig`` are ignored: the base latent owns them. ``extras
-["stylerig_controls"]`` may list a subset of CONTROLS to drive (default: all three); a
-request asking no change returns the base W+ itself, bit for bit.
+"""Trained StyleRig files: the DFR and the RigNet of one generator, and where they are found.
 
 Trained models live in one file per generator, ``stylerig-<first 16 hex of the generator's
 sha256>.safetensors`` + ``.json`` (the DFR and the RigNet, the crop, camera and face model
 they were trained with), looked up in the given folders, then ``$NFR_STYLERIG_DIR``, then
 next to the generator file. The same safetensors + JSON convention holds the DFR alone
-(``dfr.safetensors``), written by ``nfr train dfr``.
+(``dfr.safetensors``), written by ``nfr train dfr``. The runtime backend that uses them is
+``neural.backends.stylerig``.
 """
 
 from __future__ import annotations
@@ -19,29 +13,20 @@ from __future__ import annotations
 import json
 import os
 import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import torch
 
-from ...contract.catalogue import ROLE_RIGNET, STYLERIG
 from ...contract.files import STYLERIG_FORMAT, stylerig_filename
-from ...contract.state import RigState
-from ...rig.params import RIG_SIZE
-from ..backends import BackendError, DirectionsFor, StyleGAN2Backend
+from ..backends.base import BackendError
 from . import StyleRigError
 from .data import FaceCrop
 from .dfr import DFR, DFRConfig
-from .rignet import CONTROLS, RigNet, RigNetConfig, control_mask
+from .rignet import RigNet, RigNetConfig
 
-if TYPE_CHECKING:
-    from ..checkpoints import LoadedGenerator
-    from ..engine import StyleGAN2Engine
-
-BACKEND_NAME = STYLERIG.id
 DFR_FORMAT = "nfr-stylerig-dfr"
 
 FILE_VERSION = 1
@@ -226,94 +211,3 @@ def missing_rignet_message(generator_sha256: str, folders: Sequence[Path],
         f"  {training_commands(weights_path)}\n"
         f"and put the stylerig-*.safetensors/.json it writes into one of those folders."
     )
-
-
-# ------------------------------------------------------------------ backend
-
-
-class StyleRigBackend(StyleGAN2Backend):
-    """Base latent (seed or latent, as the StyleGAN2 backend) -> RigNet edit -> SeFa."""
-
-    name = BACKEND_NAME
-
-    def __init__(
-        self,
-        engine: StyleGAN2Engine,
-        model_id: str,
-        stylerig: StyleRigModel,
-        directions_for: DirectionsFor | None = None,
-    ) -> None:
-        super().__init__(engine, model_id, directions_for)
-        if model_id and stylerig.setup.generator_sha256 != model_id:
-            raise BackendError(
-                f"{stylerig.path}: trained for generator {stylerig.setup.generator_sha256[:16]}, "
-                f"not {model_id[:16]}"
-            )
-        expected = (engine.config.num_ws, engine.config.w_dim)
-        found = (stylerig.rignet.config.num_ws, stylerig.rignet.config.w_dim)
-        if found != expected:
-            raise BackendError(f"{stylerig.path}: RigNet edits W+ {list(found)}, the generator "
-                               f"has {list(expected)}")
-        self.stylerig = stylerig.to(engine.device)
-
-    @classmethod
-    def from_loaded(  # type: ignore[override]
-        cls,
-        loaded: LoadedGenerator,
-        device: str = "cpu",
-        sefa_cache_dir: Any = None,
-        stylerig_dirs: Iterable[str | os.PathLike[str]] = (),
-        weights_path: str | os.PathLike[str] | None = None,
-        stylerig_file: str | os.PathLike[str] | None = None,
-        **engine_kwargs: Any,
-    ) -> StyleRigBackend:
-        """Backend for a loaded generator with the StyleRig file ``stylerig_file``, or else
-        the one for its sha256 in the search folders; raises MissingRigNetError (naming the
-        training commands) when there is none."""
-        folders = search_folders(stylerig_dirs, weights_path)
-        path = Path(stylerig_file) if stylerig_file else find_stylerig(loaded.sha256, folders)
-        if path is None:
-            raise MissingRigNetError(missing_rignet_message(loaded.sha256, folders, weights_path))
-        plain = StyleGAN2Backend.from_loaded(loaded, device, sefa_cache_dir, **engine_kwargs)
-        return cls(plain.engine, loaded.sha256, load_stylerig(path, device),
-                   plain._directions_for)
-
-    def estimate(self, state: RigState) -> np.ndarray:
-        """The DFR's rig values [257] of the state's base latent (what sliders start from)."""
-        with torch.no_grad():
-            rig = self.stylerig.dfr(super().base_latents(state))
-        return rig[0].cpu().numpy().astype(np.float32)
-
-    def base_latents(self, state: RigState) -> torch.Tensor:
-        """The base W+ [1, num_ws, w_dim] edited to the state's rig targets."""
-        base = super().base_latents(state)
-        if state.rig is None:
-            return base
-        target = np.asarray(state.rig, dtype=np.float32)
-        if target.shape != (RIG_SIZE,) or not np.isfinite(target).all():
-            raise BackendError(f"rig: expected {RIG_SIZE} finite values, found shape "
-                               f"{list(target.shape)}")
-        controls = state.extras.get("stylerig_controls", CONTROLS)
-        try:
-            mask = torch.from_numpy(control_mask(controls)).to(base.device)
-        except StyleRigError as exc:
-            raise BackendError(f"extras['stylerig_controls']: {exc}") from None
-        dfr, rignet = self.stylerig.dfr, self.stylerig.rignet
-        with torch.no_grad():
-            estimate = dfr(base)
-            wanted = torch.from_numpy(target).to(base.device)[None]
-            delta = rignet.control_change(estimate, wanted, mask)
-            if not bool(delta.any()):
-                return base
-            return rignet(base, delta)
-
-
-def load_backend(model_path: str, device: str, files: Mapping[str, str]) -> StyleRigBackend:
-    """The worker's loader signature: generator file, device, other files by catalogue role
-    (ROLE_RIGNET, "rignet": an explicit StyleRig file; else looked up by the generator's sha256)."""
-    from ..checkpoints import load_generator
-
-    return StyleRigBackend.from_loaded(load_generator(model_path), device,
-                                       weights_path=model_path,
-                                       stylerig_file=files.get(ROLE_RIGNET) or None)
-
