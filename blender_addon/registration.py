@@ -10,29 +10,38 @@ import bpy
 from bpy.props import StringProperty
 
 from . import properties, rig_copies, rig_models  # props: rig property groups
+from .controls_props import CLASSES as CONTROL_PROPERTY_CLASSES  # controls
+from .controls_props import face_controls_property  # controls
 from .dependencies import shutdown as stop_dependency_jobs  # deps
+from .head_control import on_rig_changed, sync_sliders  # controls: head grab
 from .live import register as register_live  # live: handlers, rig-change listener
 from .live import unregister as unregister_live  # live: handlers off, worker stopped
 from .operators import bake, presets, rig_groups, sefa_sliders  # props: rig operators
 from .operators.add_head import NFR_OT_add_head
 from .operators.add_rig import NFR_OT_add_rig  # live
 from .operators.bake import NFR_OT_bake_face, NFR_OT_use_live_face  # live
+from .operators.controls import CLASSES as CONTROL_OPERATORS  # controls
 from .operators.dependencies import NFR_OT_check_dependencies, NFR_OT_install_dependencies  # deps
 from .operators.render import NFR_OT_render_portrait, NFR_OT_render_sequence  # live
 from .panels import coefficients, model, output, sefa  # props: rig panels
+from .panels.controls import CLASSES as CONTROL_PANELS  # controls
 from .panels.face_rig import NFR_PT_face_rig
 from .preferences import NFR_AddonPreferences, addon_preferences, restore_settings
+from .tooltips import one_line  # controls: one-line tooltips
 
 # Order matters: preferences before the operators that read them, panels last.
 CLASSES = (
     NFR_AddonPreferences,
     *properties.CLASSES,  # props
+    *CONTROL_PROPERTY_CLASSES,  # controls
     NFR_OT_add_head,
     NFR_OT_check_dependencies, NFR_OT_install_dependencies,  # deps
     NFR_OT_add_rig, NFR_OT_bake_face, NFR_OT_use_live_face,  # live
     NFR_OT_render_portrait, NFR_OT_render_sequence,  # live
     *rig_groups.CLASSES, *presets.CLASSES, *sefa_sliders.CLASSES,  # props
+    *CONTROL_OPERATORS,  # controls
     NFR_PT_face_rig,
+    *CONTROL_PANELS,  # controls: before the raw panels (their parent)
     *model.CLASSES, *coefficients.CLASSES, *sefa.CLASSES, *output.CLASSES,  # props
 )
 
@@ -51,6 +60,7 @@ def _properties() -> tuple[tuple[type, str, object], ...]:
             ),
         ),
         (bpy.types.Object, "face_rig", properties.face_rig_property()),  # props
+        (bpy.types.Object, "face_controls", face_controls_property()),  # controls
     )
 
 
@@ -61,17 +71,23 @@ HANDLERS = (*rig_copies.HANDLERS, *bake.HANDLERS,
 
 def register() -> None:
     for cls in CLASSES:
-        bpy.utils.register_class(cls)
+        bpy.utils.register_class(one_line(cls))  # controls: one-line tooltips
     for owner, name, prop in _properties():
         setattr(owner, name, prop)
     restore_settings(addon_preferences(bpy.context))  # Blender forgot them on disable
     for handlers, handler in HANDLERS:
         handlers.append(handler)
+    bpy.app.handlers.depsgraph_update_post.append(sync_sliders)  # controls
+    properties.RIG_CHANGE_LISTENERS.append(on_rig_changed)  # controls
     register_live()  # live: last
 
 
 def unregister() -> None:
     unregister_live()  # live: first
+    if on_rig_changed in properties.RIG_CHANGE_LISTENERS:  # controls
+        properties.RIG_CHANGE_LISTENERS.remove(on_rig_changed)
+    if sync_sliders in bpy.app.handlers.depsgraph_update_post:  # controls
+        bpy.app.handlers.depsgraph_update_post.remove(sync_sliders)
     for handlers, handler in reversed(HANDLERS):
         if handler in handlers:
             handlers.remove(handler)

@@ -25,6 +25,7 @@ import numpy as np
 from bpy.types import Depsgraph, FCurve, Object
 
 from .contract.state import RigState, SefaSlider
+from .controls_eval import apply_artist_controls
 from .properties import (
     GROUP_LABELS,
     HARD_LIMITS,
@@ -188,7 +189,7 @@ def rig_state(ob: Object, *, depsgraph: Depsgraph | None = None, final: bool = F
     resolution = face_rig.render_resolution if final else face_rig.preview_resolution
     return RigState(
         backend=face_rig.backend,
-        rig=read_rig_params(ob, depsgraph).to_vector(),
+        rig=apply_artist_controls(ob, read_rig_params(ob, depsgraph), depsgraph).to_vector(),
         seed=face_rig.seed,
         psi=face_rig.psi,
         sefa=sliders,

@@ -10,6 +10,7 @@ from ..operators.presets import NFR_OT_load_preset, NFR_OT_save_preset
 from ..operators.rig_groups import NFR_OT_randomise_group, NFR_OT_reset_group
 from ..properties import GROUP_LABELS, NFR_FaceRig, coefficient_key, is_face_rig
 from ..rig.params import GROUP_SIZES
+from .controls import draw_ignored  # controls
 
 LEADING_COEFFICIENTS = 10
 LEADING_SH_ROWS = 4  # SH bands 0 and 1: ambient and directional light
@@ -68,12 +69,14 @@ class CoefficientListPanel(FaceRigPanel):
 
 class NFR_PT_identity(CoefficientListPanel):
     bl_idname = "NFR_PT_identity"
+    bl_parent_id = "NFR_PT_advanced"  # controls: raw grids under Advanced
     bl_label = GROUP_LABELS["identity"]
     group = "identity"
 
 
 class NFR_PT_reflectance(CoefficientListPanel):
     bl_idname = "NFR_PT_reflectance"
+    bl_parent_id = "NFR_PT_advanced"  # controls
     bl_label = GROUP_LABELS["reflectance"]
     bl_options = {"DEFAULT_CLOSED"}
     group = "reflectance"
@@ -81,6 +84,7 @@ class NFR_PT_reflectance(CoefficientListPanel):
 
 class NFR_PT_expression(CoefficientListPanel):
     bl_idname = "NFR_PT_expression"
+    bl_parent_id = "NFR_PT_advanced"  # controls
     bl_label = GROUP_LABELS["expression"]
     group = "expression"
 
@@ -89,6 +93,7 @@ class NFR_PT_illumination(FaceRigPanel):
     """Spherical-harmonics light as a grid: one row per SH coefficient, columns R, G, B."""
 
     bl_idname = "NFR_PT_illumination"
+    bl_parent_id = "NFR_PT_advanced"  # controls
     bl_label = GROUP_LABELS["illumination"]
     bl_options = {"DEFAULT_CLOSED"}
 
@@ -122,6 +127,7 @@ class NFR_PT_pose(FaceRigPanel):
         for group in ("rotation", "translation"):
             layout.label(text=GROUP_LABELS[group])
             col = layout.column(align=True)
+            draw_ignored(col, context.object, group)  # controls: grey what the backend ignores
             for index in range(GROUP_SIZES[group]):
                 col.prop(getattr(face_rig, group), coefficient_key(index))
             # The translation prior is zero (faces stay centred): randomising it would reset it.

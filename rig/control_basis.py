@@ -18,7 +18,8 @@ a held landmark relative to the largest documented distance) is stored with the 
 a face model whose expression basis cannot make a pattern says so instead of failing quietly.
 
 Float64 throughout, one SVD, results rounded to float32: the same model gives the same bits.
-Cached per (model digest, definitions digest) as safetensors + a JSON sidecar.
+Cached per (model digest, definitions digest) as safetensors + a JSON sidecar, read and
+written with numpy alone (rig.tensor_file), so Blender's own Python uses the cache too.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .atomic import atomic_open
 from .controls import CONTROL_INDEX, CONTROL_NAMES, CONTROLS, Control, Shift, definitions_digest
 from .errors import RigError
 from .face_model import N_EXPRESSION, FaceModel
+from .tensor_file import TensorFileError, read_tensor_file, write_tensor_file
 
 RIDGE = 1e-7
 CACHE_FORMAT = "nfr-controls"
@@ -166,17 +168,14 @@ def load_or_derive_controls(
 
 def write_controls(basis: ControlBasis, path: str | os.PathLike[str]) -> None:
     """Write `basis` as `path` (.safetensors) and its JSON sidecar, weights first, atomically."""
-    import safetensors.numpy
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = _metadata(basis)
-    blob = safetensors.numpy.save(
+    write_tensor_file(
+        path,
         {"directions": basis.directions, "target_error": basis.target_error, "leak": basis.leak},
-        metadata={k: json.dumps(v) for k, v in meta.items()},
+        {k: json.dumps(v) for k, v in meta.items()},
     )
-    with atomic_open(path, "wb") as out:
-        out.write(blob)
     sidecar = {
         **meta,
         "quality": {
@@ -200,15 +199,10 @@ def _metadata(basis: ControlBasis) -> dict[str, object]:
 
 def read_controls(path: str | os.PathLike[str]) -> ControlBasis:
     """Read a control cache written by `write_controls`; ControlsError names what is wrong."""
-    import safetensors
-    import safetensors.numpy
-
     try:
-        with safetensors.safe_open(str(path), framework="numpy") as f:
-            raw = f.metadata() or {}
-            arrays = {k: f.get_tensor(k) for k in f.keys()}
-    except (OSError, safetensors.SafetensorError) as exc:
-        raise ControlsError(f"{path}: damaged control cache ({exc}); delete it") from None
+        arrays, raw = read_tensor_file(path)
+    except TensorFileError as exc:
+        raise ControlsError(f"damaged control cache, delete it: {exc}") from None
     try:
         meta = {k: json.loads(v) for k, v in raw.items()}
     except json.JSONDecodeError as exc:
@@ -293,3 +287,46 @@ def controls_from_expression(
             values[i] = min(1.0, max(0.0, residual / diagonal[i]))
     remainder = target - values @ d
     return values.astype(np.float32), remainder.astype(np.float32)
+
+
+# --- face-model files ----------------------------------------------------------------------
+
+_INDEX_NAME = "index.json"
+_INDEX_MAX_BYTES = 1 << 20
+
+
+def controls_for_file(
+    path: str | os.PathLike[str], cache_dir: str | os.PathLike[str]
+) -> ControlBasis:
+    """The controls of the face-model file `path`, without reading the file when `cache_dir`
+    already holds them: an index maps (absolute path, size, mtime) to the model digest, so a
+    known file costs one stat and one small safetensors read. Otherwise the model is loaded
+    (rig.face_model) and derived once."""
+    from .face_model import load_face_model
+
+    source = Path(path).resolve()
+    stat = source.stat()
+    key = f"{source}|{stat.st_size}|{stat.st_mtime_ns}"
+    folder = Path(cache_dir)
+    index = _read_index(folder / _INDEX_NAME)
+    digest = index.get(key)
+    if isinstance(digest, str) and cache_path(folder, digest).is_file():
+        cached = read_controls(cache_path(folder, digest))
+        if cached.model_digest == digest and cached.names == CONTROL_NAMES:
+            return cached
+    basis = load_or_derive_controls(load_face_model(source), folder)
+    index[key] = basis.model_digest
+    with atomic_open(folder / _INDEX_NAME, "w", encoding="utf-8") as out:
+        json.dump(index, out, indent=1)
+    return basis
+
+
+def _read_index(path: Path) -> dict[str, object]:
+    """The cache index, or {} when missing, too big or not a JSON object (it is rebuilt)."""
+    try:
+        if path.stat().st_size > _INDEX_MAX_BYTES:
+            return {}
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}

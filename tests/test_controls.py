@@ -1,6 +1,7 @@
 """Named expression controls: documented landmark patterns, closed-form derivation, cache."""
 
 import hashlib
+import json
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ from neural_face_rig.rig.control_basis import (
     model_digest,
     read_controls,
     target_displacement,
+    write_controls,
 )
 from neural_face_rig.rig.controls import (
     ARKIT_BLENDSHAPES,
@@ -31,6 +33,7 @@ from neural_face_rig.rig.controls import (
 from neural_face_rig.rig.face_model import load_face_model, write_face_model_mat
 from neural_face_rig.rig.geometry import TorchFaceModel, shape_vertices
 from neural_face_rig.rig.synthetic import make_synthetic_face_model
+from neural_face_rig.rig.tensor_file import TensorFileError, read_tensor_file
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +196,36 @@ def test_a_model_that_cannot_make_a_pattern_says_so():
         assert basis.target_error[i] == pytest.approx((miss[moved] / amount[moved]).max(), 1e-3)
         assert basis.leak[i] == pytest.approx(miss[~moved].max() / amount.max(), 1e-3)
     assert basis.target_error.max() > 0.1
+
+
+def test_control_cache_is_a_real_safetensors_file(tmp_path, basis):
+    import safetensors.numpy
+
+    path = tmp_path / "c.safetensors"
+    write_controls(basis, path)
+    loaded = safetensors.numpy.load_file(str(path))
+    assert loaded["directions"].tobytes() == basis.directions.tobytes()
+    # and the numpy reader reads the library's own files
+    other = tmp_path / "lib.safetensors"
+    safetensors.numpy.save_file({"x": np.arange(6, dtype=np.float32).reshape(2, 3),
+                                 "i": np.arange(3, dtype=np.int64)}, str(other),
+                                metadata={"k": "v"})
+    tensors, meta = read_tensor_file(other)
+    assert meta == {"k": "v"} and tensors["x"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert tensors["i"].dtype == np.int64
+
+
+@pytest.mark.parametrize("damage", ["huge_header", "bad_offsets", "not_json"])
+def test_tensor_reader_refuses_damaged_headers(tmp_path, damage):
+    import struct
+
+    path = tmp_path / "bad.safetensors"
+    header = {"x": {"dtype": "F32", "shape": [1000000], "data_offsets": [0, 4000000]}}
+    body = {
+        "huge_header": struct.pack("<Q", 1 << 40) + b"{}",
+        "bad_offsets": struct.pack("<Q", len(json.dumps(header))) + json.dumps(header).encode(),
+        "not_json": struct.pack("<Q", 4) + b"{{{{",
+    }[damage]
+    path.write_bytes(body)
+    with pytest.raises(TensorFileError, match=str(path)):
+        read_tensor_file(path)

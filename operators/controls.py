@@ -1,0 +1,147 @@
+"""Operators on the artist's controls of the active face rig: reset and apply expressions,
+head shape keys, and identity tools (new, store, lock while randomising the rest)."""
+
+from __future__ import annotations
+
+import secrets
+
+from bpy.props import EnumProperty, IntProperty
+from bpy.types import Context, Operator
+
+from ..controls_eval import head_of
+from ..controls_props import preset_name
+from ..head_control import add_control_shape_keys
+from ..properties import deferred_rig_changes, is_face_rig
+from ..rig.controls import CONTROL_NAMES
+from ..rig.expressions import blend_preset, preset
+from ..rig_props import randomise_group
+
+SEED_MAX = 2**31 - 1
+RANDOMISED_WITH_IDENTITY = ("identity", "expression", "reflectance", "rotation", "illumination")
+
+
+class _RigOperator(Operator):
+    @classmethod
+    def poll(cls, context: Context) -> bool:
+        if not is_face_rig(context.object):
+            cls.poll_message_set("The active object is not a face rig")
+            return False
+        return True
+
+
+class NFR_OT_reset_controls(_RigOperator):
+    """Set every named control and the preset weight to 0"""
+
+    bl_idname = "nfr.reset_controls"
+    bl_label = "Reset Controls"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context: Context) -> set[str]:
+        controls = context.object.face_controls
+        with deferred_rig_changes():
+            for name in CONTROL_NAMES:
+                setattr(controls.named, name, 0.0)
+            controls.preset_weight = 0.0
+        return {"FINISHED"}
+
+
+class NFR_OT_apply_preset(_RigOperator):
+    """Write the chosen expression, mixed by the preset weight, into the sliders"""
+
+    bl_idname = "nfr.apply_preset"
+    bl_label = "Apply to Sliders"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context: Context) -> set[str]:
+        controls = context.object.face_controls
+        current = {name: getattr(controls.named, name) for name in CONTROL_NAMES}
+        mixed = blend_preset(current, preset(preset_name(controls.preset)),
+                             controls.preset_weight)
+        with deferred_rig_changes():
+            for name, value in mixed.items():
+                setattr(controls.named, name, value)
+            controls.preset_weight = 0.0
+        return {"FINISHED"}
+
+
+class NFR_OT_control_shape_keys(_RigOperator):
+    """Add one shape key per named control to the rig's 3DMM head, driven by the controls"""
+
+    bl_idname = "nfr.control_shape_keys"
+    bl_label = "Add Control Shape Keys"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context: Context) -> set[str]:
+        if head_of(context.object) is None:
+            self.report({"ERROR"}, "This rig has no 3DMM head (set a face model, Add Face Rig)")
+            return {"CANCELLED"}
+        count = add_control_shape_keys(context.object)
+        if not count:
+            self.report({"ERROR"}, "The face model's named controls are not available")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"{count} control shape keys on {head_of(context.object).name}")
+        return {"FINISHED"}
+
+
+class NFR_OT_new_identity(_RigOperator):
+    """Draw a new plausible identity from the rig's prior; expression, pose and light stay"""
+
+    bl_idname = "nfr.new_identity"
+    bl_label = "New Identity"
+    bl_options = {"REGISTER", "UNDO"}
+
+    seed: IntProperty(name="Seed", description="Seed of the draw (-1: a new one each time)",
+                      min=-1, max=SEED_MAX, default=-1, options={"SKIP_SAVE"})
+
+    def execute(self, context: Context) -> set[str]:
+        if self.seed < 0:
+            self.seed = secrets.randbelow(SEED_MAX + 1)
+        randomise_group(context.object, "identity", self.seed)
+        self.report({"INFO"}, f"New identity (seed {self.seed})")
+        return {"FINISHED"}
+
+
+class NFR_OT_store_identity(_RigOperator):
+    """Store the current identity as identity A or B of the blend"""
+
+    bl_idname = "nfr.store_identity"
+    bl_label = "Store Identity"
+    bl_options = {"REGISTER", "UNDO"}
+
+    slot: EnumProperty(name="Slot", items=(("A", "A", "Identity A"), ("B", "B", "Identity B")))
+
+    def execute(self, context: Context) -> set[str]:
+        ob = context.object
+        target = ob.face_controls.identity_a if self.slot == "A" else ob.face_controls.identity_b
+        with deferred_rig_changes():
+            for index in range(80):
+                key = f"c{index:03d}"
+                setattr(target, key, getattr(ob.face_rig.identity, key))
+        return {"FINISHED"}
+
+
+class NFR_OT_randomise_all(_RigOperator):
+    """Randomise expression, reflectance, pose and light (and identity unless locked)"""
+
+    bl_idname = "nfr.randomise_all"
+    bl_label = "Randomise All"
+    bl_options = {"REGISTER", "UNDO"}
+
+    seed: IntProperty(name="Seed", description="Seed of the draw (-1: a new one each time)",
+                      min=-1, max=SEED_MAX, default=-1, options={"SKIP_SAVE"})
+
+    def execute(self, context: Context) -> set[str]:
+        ob = context.object
+        if self.seed < 0:
+            self.seed = secrets.randbelow(SEED_MAX + 1)
+        locked = ob.face_controls.lock_identity
+        with deferred_rig_changes():
+            for offset, group in enumerate(RANDOMISED_WITH_IDENTITY):
+                if group == "identity" and locked:
+                    continue
+                randomise_group(ob, group, (self.seed + offset) % (SEED_MAX + 1))
+        return {"FINISHED"}
+
+
+CLASSES = (NFR_OT_reset_controls, NFR_OT_apply_preset, NFR_OT_control_shape_keys,
+           NFR_OT_new_identity, NFR_OT_store_identity, NFR_OT_randomise_all)

@@ -1,0 +1,261 @@
+"""Artist controls in real Blender (bpy): named controls, key light, grabbed head, shape keys,
+identity blend and expression presets feed the 257 values the live bridge sends; everything
+keyframes, saves, reopens and is read from evaluated values."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from pathlib import Path
+
+import bpy
+import numpy as np
+import pytest
+from mathutils import Matrix
+from neural_face_rig import controls_eval, head_control, portrait, registration, rig_props
+from neural_face_rig.head_mesh import build_head
+from neural_face_rig.rig.blender_mesh import to_blender_frame
+from neural_face_rig.rig.control_basis import derive_controls, expression_from_controls
+from neural_face_rig.rig.controls import CONTROLS
+from neural_face_rig.rig.expressions import preset
+from neural_face_rig.rig.face_model import load_face_model, write_face_model_mat
+from neural_face_rig.rig.head_pose import MODEL_TO_BLENDER_AXES, rig_rotation_matrix
+from neural_face_rig.rig.key_light import KeyLight, key_light_to_sh
+from neural_face_rig.rig.params import GROUP_SLICES
+from neural_face_rig.rig.sh_basis import sh_basis_np
+from neural_face_rig.rig.synthetic import make_synthetic_face_model
+
+addon_utils = importlib.import_module("addon_utils")
+MODULE = "neural_face_rig"
+EXPRESSION, LIGHT, ROTATION = (GROUP_SLICES[g] for g in ("expression", "illumination",
+                                                          "rotation"))
+
+
+@pytest.fixture(scope="module")
+def face_model_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "BFM_model_front.mat"
+    write_face_model_mat(make_synthetic_face_model("tiny", expressions="actions"), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def basis(face_model_file):
+    return derive_controls(load_face_model(face_model_file))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def addon():
+    addon_utils.enable(MODULE, default_set=True)
+    yield
+    addon_utils.disable(MODULE, default_set=True)
+
+
+@pytest.fixture()
+def rig(face_model_file) -> bpy.types.Object:
+    """A rig like Add Face Rig's: card (the rig), portrait camera and driven 3DMM head."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    card = bpy.data.objects.new("FaceRig", None)
+    scene.collection.objects.link(card)
+    card.face_rig.is_rig = True
+    card.face_rig.backend = "discofacegan"
+    layout = portrait.portrait_layout()
+    portrait.build_camera("FaceRig Camera", scene.collection, layout, card)
+    head = build_head(load_face_model(face_model_file), scene.collection, name="FaceRig Head")
+    head.face_rig_source = str(face_model_file)
+    portrait.place_head(head, card, layout)
+    portrait.drive_head(head, card)
+    bpy.context.view_layer.objects.active = card
+    bpy.context.view_layer.update()
+    return card
+
+
+def sent(card, depsgraph=None) -> np.ndarray:
+    """The 257 values the live bridge would send for ``card``."""
+    return np.asarray(rig_props.rig_state(card, depsgraph=depsgraph).rig)
+
+
+def test_named_controls_are_one_line_keyframable_floats(rig) -> None:
+    named = rig.face_controls.named
+    for c in CONTROLS:
+        prop = named.bl_rna.properties[c.name]
+        assert (prop.hard_min, prop.hard_max, prop.default) == (0.0, 1.0, 0.0)
+        assert prop.is_animatable and "\n" not in prop.description and c.name in prop.description
+    assert rig.keyframe_insert("face_controls.named.jawOpen", frame=1)
+    for cls in registration.CLASSES:
+        description = getattr(cls, "bl_description", "")
+        assert "\n" not in description and "  " not in description, cls.__name__
+
+
+def test_named_controls_add_to_the_raw_expression(rig, basis) -> None:
+    rig.face_rig.expression.c003 = 0.5
+    rig.face_controls.named.jawOpen = 0.6
+    rig.face_controls.named.eyeBlinkLeft = 1.0
+    raw = np.zeros(64)
+    raw[3] = 0.5
+    named = rig.face_controls.named  # float32 storage: the values Blender holds
+    expected = expression_from_controls(
+        basis, {"jawOpen": named.jawOpen, "eyeBlinkLeft": named.eyeBlinkLeft}, raw)
+    np.testing.assert_array_equal(sent(rig)[EXPRESSION], expected)
+    assert list(Path(controls_eval.cache_folder()).glob("controls-*.safetensors"))
+
+
+def test_preset_weight_mixes_the_library_expression(rig, basis) -> None:
+    controls = rig.face_controls
+    controls.named.mouthSmileLeft = 0.2
+    controls.preset = "SURPRISE"
+    controls.preset_weight = 0.5
+    surprise = preset("surprise").values
+    values = {c.name: (0.2 if c.name == "mouthSmileLeft" else 0.0) for c in CONTROLS}
+    mixed = {n: v + 0.5 * (surprise.get(n, 0.0) - v) for n, v in values.items()}
+    np.testing.assert_allclose(sent(rig)[EXPRESSION], expression_from_controls(basis, mixed),
+                               atol=1e-6)
+    bpy.ops.nfr.apply_preset()
+    assert controls.preset_weight == 0.0
+    assert controls.named.browInnerUp == pytest.approx(0.5)
+
+
+def test_key_light_sets_the_sh_lighting(rig) -> None:
+    light = rig.face_controls.key_light
+    light.azimuth, light.elevation, light.intensity = 40.0, 20.0, 0.8
+    light.colour = (1.0, 0.9, 0.7)
+    light.ambient = (0.1, 0.2, 0.3)
+    expected = key_light_to_sh(KeyLight(40.0, 20.0, 0.8, (1.0, 0.9, 0.7), (0.1, 0.2, 0.3)))
+    np.testing.assert_allclose(sent(rig)[LIGHT], expected, atol=1e-6)
+
+
+def _shading(gamma: np.ndarray) -> np.ndarray:
+    """Irradiance [M, 3] of SH gamma [27] on a spread of normals (the 3DMM's shading)."""
+    rng = np.random.default_rng(0)
+    normals = rng.normal(size=(200, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    coefficients = gamma.reshape(3, 9).astype(np.float64).copy()
+    coefficients[:, 0] += 0.8
+    return sh_basis_np(normals) @ coefficients.T
+
+
+def test_following_a_blender_light_matches_setting_the_angles(rig) -> None:
+    data = bpy.data.lights.new("Key", "SUN")
+    data.energy = 2.0
+    data.color = (1.0, 0.8, 0.6)
+    lamp = bpy.data.objects.new("Key", data)
+    bpy.context.scene.collection.objects.link(lamp)
+    lamp.rotation_euler = (0.5 * math.pi, 0.0, 0.0)  # shining from the camera at the face
+    world = bpy.data.worlds.new("World")
+    world.color = (0.05, 0.1, 0.15)
+    if bpy.app.version < (5, 0, 0):
+        world.use_nodes = True
+    background = next(n for n in world.node_tree.nodes if n.type == "BACKGROUND")
+    background.inputs["Color"].default_value = (0.1, 0.2, 0.3, 1.0)
+    background.inputs["Strength"].default_value = 0.5  # the ambient: colour x strength
+    bpy.context.scene.world = world
+    light = rig.face_controls.key_light
+    light.follow = lamp
+    light.power_scale = 0.5
+    bpy.context.view_layer.update()
+    frontal = sent(rig)[LIGHT]
+    lamp.matrix_world = Matrix.Rotation(0.5 * math.pi, 4, "Z") @ lamp.matrix_world
+    bpy.context.view_layer.update()
+    turned = sent(rig)[LIGHT]
+
+    light.follow = None
+    light.intensity, light.colour, light.ambient = 1.0, (1.0, 0.8, 0.6), (0.05, 0.1, 0.15)
+    light.elevation = 0.0
+    by_angles = {}
+    for azimuth in (0.0, 90.0):
+        light.azimuth = azimuth
+        by_angles[azimuth] = sent(rig)[LIGHT]
+    np.testing.assert_allclose(frontal, by_angles[0.0], atol=2e-5)
+    np.testing.assert_allclose(turned, by_angles[90.0], atol=2e-5)
+    change_lamp = _shading(turned) - _shading(frontal)
+    change_angles = _shading(by_angles[90.0]) - _shading(by_angles[0.0])
+    assert np.abs(change_lamp).max() > 0.3
+    np.testing.assert_allclose(change_lamp, change_angles, atol=1e-4)
+
+
+def test_grabbed_head_sets_the_rig_rotation_and_sliders_turn_the_head(rig) -> None:
+    head = controls_eval.head_of(rig)
+    rig.face_controls.grab_head = True
+    assert not (head.animation_data and any(
+        d.data_path == "rotation_euler" for d in head.animation_data.drivers))
+    head.rotation_mode = "XYZ"  # any mode: the matrix is what counts
+    head.rotation_euler = (0.21, -0.34, 0.47)
+    bpy.context.view_layer.update()
+    blender = np.array(head.matrix_basis.to_3x3(), np.float64)
+    m = MODEL_TO_BLENDER_AXES
+    angles = sent(rig)[ROTATION].astype(np.float64)
+    np.testing.assert_allclose(rig_rotation_matrix(angles), m.T @ blender @ m, atol=1e-6)
+    # The Pose sliders followed the head (depsgraph handler).
+    shown = [getattr(rig.face_rig.rotation, f"c{i:03d}") for i in range(3)]
+    np.testing.assert_allclose(shown, angles, atol=1e-6)
+    # And a slider turns the head.
+    rig.face_rig.rotation.c001 = 0.4
+    bpy.context.view_layer.update()
+    now = np.array(head.matrix_basis.to_3x3(), np.float64)
+    target = rig_rotation_matrix(np.array([shown[0], 0.4, shown[2]]))
+    np.testing.assert_allclose(m.T @ now @ m, target, atol=1e-6)
+
+
+def test_control_shape_keys_follow_the_controls(rig, basis, face_model_file) -> None:
+    assert bpy.ops.nfr.control_shape_keys() == {"FINISHED"}
+    head = controls_eval.head_of(rig)
+    keys = head.data.shape_keys.key_blocks
+    assert all(c.name in keys for c in CONTROLS)
+    rig.face_controls.named.mouthSmileRight = 1.0
+    bpy.context.view_layer.update()
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    evaluated = head.evaluated_get(depsgraph)
+    mesh = evaluated.to_mesh()
+    got = np.empty(3 * len(mesh.vertices), np.float32)
+    mesh.vertices.foreach_get("co", got)
+    evaluated.to_mesh_clear()
+    model = load_face_model(face_model_file)
+    offset = (model.exp_base @ basis.direction("mouthSmileRight")).reshape(-1, 3)
+    rest = np.empty_like(got)
+    keys["Basis"].data.foreach_get("co", rest)
+    np.testing.assert_allclose(got.reshape(-1, 3) - rest.reshape(-1, 3),
+                               to_blender_frame(offset), atol=1e-6)
+
+
+def test_identity_blend_and_lock(rig) -> None:
+    controls = rig.face_controls
+    controls.identity_a.c000, controls.identity_b.c000 = -1.0, 3.0
+    controls.use_identity_blend = True
+    controls.identity_blend = 0.25
+    assert sent(rig)[0] == pytest.approx(0.0)
+    rig.face_rig.identity.c005 = 1.5
+    controls.use_identity_blend = False
+    bpy.ops.nfr.randomise_all(seed=5)
+    assert rig.face_rig.identity.c005 == 1.5  # locked
+    assert any(getattr(rig.face_rig.expression, f"c{i:03d}") != 0.0 for i in range(64))
+    bpy.ops.nfr.new_identity(seed=3)
+    assert rig.face_rig.identity.c005 != 1.5
+
+
+def test_animation_saves_reopens_and_renders_from_evaluated_values(rig, basis, tmp_path) -> None:
+    controls = rig.face_controls
+    for frame, value, azimuth in ((1, 0.0, -60.0), (11, 1.0, 60.0)):
+        controls.named.jawOpen = value
+        controls.key_light.azimuth = azimuth
+        controls.key_light.intensity = 1.0
+        rig.keyframe_insert("face_controls.named.jawOpen", frame=frame)
+        rig.keyframe_insert("face_controls.key_light.azimuth", frame=frame)
+        rig.keyframe_insert("face_controls.key_light.intensity", frame=frame)
+    path = tmp_path / "controls.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    card = bpy.data.objects["FaceRig"]
+    scene = bpy.context.scene
+    scene.frame_set(6)
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    values = sent(card, depsgraph)
+    evaluated = card.evaluated_get(depsgraph).face_controls
+    assert 0.0 < evaluated.named.jawOpen < 1.0
+    np.testing.assert_allclose(
+        values[EXPRESSION], expression_from_controls(basis, {"jawOpen": evaluated.named.jawOpen}),
+        atol=1e-6)
+    np.testing.assert_allclose(values[LIGHT], key_light_to_sh(KeyLight(
+        evaluated.key_light.azimuth, 0.0, 1.0)), atol=1e-6)
+    scene.frame_set(11)
+    assert card.face_controls.named.jawOpen == 1.0
+    assert head_control is not None
