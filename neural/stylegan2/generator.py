@@ -56,12 +56,13 @@ class FullyConnected(nn.Module):
         self.weight_gain = gain * lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
         self.activation = activation
+        self._frozen = _FrozenWeights()
 
     def forward(self, x: torch.Tensor, batched: bool = False) -> torch.Tensor:
         """x [N, in] -> [N, out] (float32). Unless ``batched``, rows are multiplied one at a
         time: a BLAS call's rounding may depend on the batch size, and a sample's result must
         not."""
-        weight_t = (self.weight * self.weight_gain).t()
+        weight_t = self._frozen.scaled_t(self.weight, self.weight_gain)
         bias = self.bias * self.bias_gain
         if batched:
             x = torch.addmm(bias, x, weight_t)
@@ -161,6 +162,10 @@ class _FrozenWeights:
 
     def energy(self, weight: torch.Tensor) -> torch.Tensor:
         return self._derive(weight, ("energy",), lambda: ops.tap_energy(weight))
+
+    def scaled_t(self, weight: torch.Tensor, gain: float) -> torch.Tensor:
+        """(weight * gain).t() of a dense layer [in, out] (a view of the cached product)."""
+        return self._derive(weight, ("scaled", gain), lambda: weight * gain).t()
 
 
 class SynthesisLayer(nn.Module):
