@@ -16,7 +16,8 @@ from types import ModuleType
 from ..rig.errors import RigError
 from .errors import NeuralError
 
-COMMAND_MODULES = ("cli_rig", "cli_generator", "cli_convert", "cli_dfg", "cli_train", "cli_bench")
+COMMAND_MODULES = ("cli_rig", "cli_generator", "cli_convert", "cli_dfg", "cli_train", "cli_bench",
+                   "cli_capture")
 # Development tools the Blender extension's zip leaves out: their commands are simply absent.
 OPTIONAL_MODULES = frozenset({"cli_train", "cli_bench"})
 
