@@ -14,10 +14,13 @@
    extension's operator, give its shape keys and transform the sample's identity, expression
    and pose, match the camera, render with Cycles to ``out/rig_head_blender.png`` and save
    ``out/rig_head.blend``. Then Add Face Rig in a new file, keyframe an expression animation
-   over 24 frames (rig expression coefficients and a head turn with DiscoFaceGAN; SeFa
-   sliders with StyleGAN2), render ``out/face_portrait.png`` and ``out/face_frames/`` with
-   Cycles (the faces come from the extension's inference worker) and save ``out/demo.blend``.
+   over 24 frames (with DiscoFaceGAN: named controls - a smile, then jaw open and a blink -
+   while the key light orbits and the head turns; SeFa sliders with StyleGAN2), render
+   ``out/face_portrait.png`` and ``out/face_frames/`` with Cycles (the faces come from the
+   extension's inference worker) and save ``out/demo.blend``.
 5. Compare the two silhouettes (intersection over union): the cameras and geometry agree.
+6. The named controls' contact sheet ``out/controls.png``: every control of rig.controls at
+   0, 0.5 and 1 on the 3DMM render (rig.render, 224 px camera), labelled.
 
 The Blender part is blender_addon/demo_stage.py, run in a child process: Blender's process
 never loads torch (its worker process does) and this driver never loads bpy.
@@ -54,6 +57,7 @@ import build_addon
 FACE_MODEL_ENV = "NFR_FACE_MODEL"
 SYNTHETIC_MODEL_NAME = "synthetic_BFM_model_front.mat"
 RIG_IMAGE_NAME = "rig_face.png"
+CONTROLS_SHEET_NAME = "controls.png"
 BLENDER_IMAGE_NAME = "rig_head_blender.png"
 HEAD_BLEND_NAME = "rig_head.blend"
 BLEND_NAME = "demo.blend"
@@ -131,6 +135,9 @@ def _run_demo(out: Path, seed: int) -> None:
     print(f"Silhouettes:      IoU {iou:.4f} between the Blender and rig renders "
           "(same shape, pose and camera)")
     _report_face_rig(out, stage["face_rig"], untrained)
+    sheet = out / CONTROLS_SHEET_NAME
+    _controls_contact_sheet(face_model, sheet)
+    print(f"Controls:         {sheet} (each named control at 0, 0.5, 1 on the 3DMM render)")
     print(f"Done in {time.perf_counter() - start:.1f} s.")
 
 
@@ -226,7 +233,8 @@ def _report_face_rig(out: Path, face: dict[str, Any], untrained: bool) -> None:
     missing = [str(f) for f in [out / PORTRAIT_NAME, *frames] if not f.is_file()]
     if missing:
         raise DemoError(f"the Face Rig renders are missing: {', '.join(missing)}")
-    drive = ("rig expression coefficients and a head turn" if face["backend"] == "discofacegan"
+    drive = ("named controls, an orbiting key light and a head turn"
+             if face["backend"] == "discofacegan"
              else "SeFa sliders")
     print(f"Face rig:         backend {face['backend']}, model {face['model']}"
           + (" (UNTRAINED WEIGHTS)" if untrained else ""))
@@ -253,7 +261,7 @@ def _face_model_file(out: Path) -> Path:
         print(f"Face model:       {path} (from ${FACE_MODEL_ENV})")
         return path
     path = out / SYNTHETIC_MODEL_NAME
-    model = make_synthetic_face_model("full")
+    model = make_synthetic_face_model("full", expressions="actions")
     write_face_model_mat(model, path)
     print(f"Face model:       {path}")
     print(f"                  SYNTHETIC: a generated head-like stand-in with the BFM's sizes "
@@ -277,6 +285,49 @@ def _render_with_rig(
     rgb = rendered.image[0].permute(1, 2, 0).numpy()
     _write_png(path, np.round(rgb * 255.0).astype(np.uint8))
     return rendered.mask[0, 0].numpy() > 0.5
+
+
+def _controls_contact_sheet(face_model: FaceModel, path: Path, columns: int = 4) -> None:
+    """Every named control at 0, 0.5 and 1 on the 3DMM render (224 px camera, shown at half
+    size), frontal, lit by a key light; one labelled cell per control, ``columns`` per row."""
+    import torch
+    from neural_face_rig.rig.control_basis import derive_controls, expression_from_controls
+    from neural_face_rig.rig.geometry import TorchFaceModel
+    from neural_face_rig.rig.key_light import KeyLight, key_light_to_sh
+    from neural_face_rig.rig.render import render_face
+    from PIL import Image, ImageDraw
+
+    basis = derive_controls(face_model)
+    torch_model = TorchFaceModel.from_face_model(face_model)
+    light = key_light_to_sh(KeyLight(30.0, 20.0, 0.6, ambient=(0.45, 0.45, 0.45)))
+    steps = (0.0, 0.5, 1.0)
+    rigs = []
+    for name in basis.names:
+        for value in steps:
+            params = RigParams.neutral()
+            params.expression = expression_from_controls(basis, {name: value})
+            params.illumination = light
+            rigs.append(params.to_vector())
+    images = []
+    with torch.no_grad():
+        for start in range(0, len(rigs), 8):
+            batch = torch.from_numpy(np.stack(rigs[start : start + 8]))
+            rendered = render_face(torch_model, batch, CAMERA_224).image.clamp(0.0, 1.0)
+            halves = torch.nn.functional.avg_pool2d(rendered, 2)  # [B, 3, 112, 112]
+            images.extend((halves.permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8))
+    tile, label = images[0].shape[0], 16
+    cell_w, cell_h = tile * len(steps), tile + label
+    rows = -(-len(basis.names) // columns)
+    sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    for index, name in enumerate(basis.names):
+        x, y = (index % columns) * cell_w, (index // columns) * cell_h
+        draw.text((x + 4, y + 2), f"{name}   0 / 0.5 / 1", fill=(235, 235, 235))
+        for step in range(len(steps)):
+            sheet.paste(Image.fromarray(images[index * len(steps) + step]),
+                        (x + step * tile, y + label))
+    with atomic_open(path, "wb") as handle:
+        sheet.save(handle, format="PNG")
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:

@@ -35,10 +35,17 @@ FACE_RIG_SAMPLES = 4  # emission only: every sample sees the same texel
 STAGE_ERROR_PREFIX = "blender stage: "
 # (data path, [(frame, value), ...]) per backend: a smile-and-turn over 24 frames.
 ANIMATION = {
+    # Named controls: a smile, then the jaw opens and the eyes blink, while the key light
+    # orbits from the left to the right of the face and the head turns.
     "discofacegan": (
-        ("face_rig.expression.c000", ((1, 0.0), (8, 2.5), (16, -1.5), (24, 0.0))),
-        ("face_rig.expression.c001", ((1, 0.0), (8, -1.5), (16, 2.0), (24, 0.0))),
-        ("face_rig.expression.c002", ((1, 0.0), (12, 2.0), (24, 0.0))),
+        ("face_controls.named.mouthSmileLeft", ((1, 0.0), (6, 1.0), (11, 1.0), (15, 0.0))),
+        ("face_controls.named.mouthSmileRight", ((1, 0.0), (6, 1.0), (11, 1.0), (15, 0.0))),
+        ("face_controls.named.jawOpen", ((11, 0.0), (16, 0.8), (22, 0.0))),
+        ("face_controls.named.eyeBlinkLeft", ((17, 0.0), (19, 1.0), (21, 0.0))),
+        ("face_controls.named.eyeBlinkRight", ((17, 0.0), (19, 1.0), (21, 0.0))),
+        ("face_controls.key_light.intensity", ((1, 0.8),)),
+        ("face_controls.key_light.elevation", ((1, 20.0),)),
+        ("face_controls.key_light.azimuth", ((1, -70.0), (24, 70.0))),
         ("face_rig.rotation.c001", ((1, -0.3), (24, 0.3))),
     ),
     "stylegan2": (
@@ -131,6 +138,8 @@ def _face_rig_stage(config: dict[str, Any], face_model: str) -> dict[str, Any]:
     if card is None or not card.face_rig.is_rig:
         raise StageError("nfr.add_rig finished without an active face rig")
     with extension["live"].paused():  # no previews: nothing polls for them in background mode
+        if any(child.type == "MESH" for child in card.children):  # the head: ARKit shape keys
+            bpy.ops.nfr.control_shape_keys()  # type: ignore[attr-defined]
         if backend == "stylegan2":
             for direction, first, last, label in SEFA_SLIDERS:
                 extension["rig_props"].add_sefa_slider(card, direction, first, last, label)

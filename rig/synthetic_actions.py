@@ -22,7 +22,7 @@ from .control_basis import target_displacement
 from .controls import CONTROLS
 from .face_model import N_EXPRESSION
 
-_RBF_WIDTH = 0.04  # dm: below the spacing of lid and lip landmarks, so fields stay local
+_RBF_WIDTH = 0.07  # dm: about the spacing of jaw and lip landmarks, so fields stay local and smooth
 _RANDOM_PEAK = 0.02  # dm: the extra random motions are small next to the actions
 
 

@@ -5,6 +5,7 @@ keyframes, saves, reopens and is read from evaluated values."""
 from __future__ import annotations
 
 import importlib
+import json
 import math
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from mathutils import Matrix
 from neural_face_rig import controls_eval, head_control, portrait, registration, rig_props
+from neural_face_rig.contract import protocol
 from neural_face_rig.head_mesh import build_head
 from neural_face_rig.rig.blender_mesh import to_blender_frame
 from neural_face_rig.rig.control_basis import derive_controls, expression_from_controls
@@ -21,7 +23,7 @@ from neural_face_rig.rig.expressions import preset
 from neural_face_rig.rig.face_model import load_face_model, write_face_model_mat
 from neural_face_rig.rig.head_pose import MODEL_TO_BLENDER_AXES, rig_rotation_matrix
 from neural_face_rig.rig.key_light import KeyLight, key_light_to_sh
-from neural_face_rig.rig.params import GROUP_SLICES
+from neural_face_rig.rig.params import GROUP_SLICES, RigParams
 from neural_face_rig.rig.sh_basis import sh_basis_np
 from neural_face_rig.rig.synthetic import make_synthetic_face_model
 
@@ -185,6 +187,10 @@ def test_grabbed_head_sets_the_rig_rotation_and_sliders_turn_the_head(rig) -> No
     m = MODEL_TO_BLENDER_AXES
     angles = sent(rig)[ROTATION].astype(np.float64)
     np.testing.assert_allclose(rig_rotation_matrix(angles), m.T @ blender @ m, atol=1e-6)
+    # What the worker reads: the job's state through the protocol's JSON, in DiscoFaceGAN order.
+    wire = json.loads(json.dumps(protocol.state_to_json(rig_props.rig_state(rig))))
+    at_worker = RigParams.from_vector(protocol.state_from_json(wire).rig)
+    np.testing.assert_array_equal(at_worker.to_dfg_vector()[224:227], angles.astype(np.float32))
     # The Pose sliders followed the head (depsgraph handler).
     shown = [getattr(rig.face_rig.rotation, f"c{i:03d}") for i in range(3)]
     np.testing.assert_allclose(shown, angles, atol=1e-6)
