@@ -265,3 +265,65 @@ def test_animation_saves_reopens_and_renders_from_evaluated_values(rig, basis, t
     scene.frame_set(11)
     assert card.face_controls.named.jawOpen == 1.0
     assert head_control is not None
+
+
+class _Layout:
+    """Records what a panel draws (labels, property paths, operators), checked against RNA."""
+
+    def __init__(self, log: list) -> None:
+        self.log, self.active, self.enabled = log, True, True
+
+    def _sub(self, *_args, **_kwargs) -> _Layout:
+        return _Layout(self.log)
+
+    row = column = box = split = _sub
+
+    def label(self, *, text: str = "", icon: str = "NONE", **_kwargs) -> None:
+        assert icon in bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items
+        self.log.append(("label", text))
+
+    def prop(self, data, name: str, **_kwargs) -> None:
+        assert name in data.bl_rna.properties, name
+        self.log.append(("prop", data.path_from_id(name)))
+
+    def operator(self, idname: str, **_kwargs):
+        module, _, name = idname.partition(".")
+        assert hasattr(getattr(bpy.ops, module), name), idname
+        self.log.append(("operator", idname))
+        return type("Button", (), {})()
+
+
+def _draw(panel) -> list:
+    log: list = []
+    instance = type("Instance", (), {"layout": _Layout(log)})()
+    panel.draw(instance, bpy.context)
+    return log
+
+
+def test_panels_group_the_controls_and_grey_what_the_backend_ignores(rig) -> None:
+    from neural_face_rig.panels import coefficients
+    from neural_face_rig.panels import controls as panels
+
+    log = _draw(panels.NFR_PT_named_controls)
+    props = [entry[1] for entry in log if entry[0] == "prop"]
+    assert props[:2] == ["face_controls.preset", "face_controls.preset_weight"]
+    assert {f"face_controls.named.{c.name}" for c in CONTROLS} <= set(props)
+    # Left and right side by side: each Right slider right after its Left one.
+    for c in CONTROLS:
+        if c.side == "left":
+            i = props.index(f"face_controls.named.{c.name}")
+            assert props[i + 1] == f"face_controls.named.{c.mirror}"
+    assert ("label", "Mouth") in log and ("label", "Cheeks & Nose") in log
+    assert ("operator", "nfr.control_shape_keys") in log
+    for panel in (panels.NFR_PT_key_light, panels.NFR_PT_head_identity, panels.NFR_PT_advanced):
+        assert _draw(panel)
+    for panel in (coefficients.NFR_PT_expression, coefficients.NFR_PT_identity,
+                  coefficients.NFR_PT_illumination, coefficients.NFR_PT_reflectance):
+        assert panel.bl_parent_id == "NFR_PT_advanced"
+    assert not any("ignores" in e[1] for e in log if e[0] == "label")  # DiscoFaceGAN uses it
+    rig.face_rig.backend = "stylegan2"
+    assert any("StyleGAN2 ignores the expression" in e[1] for e in
+               _draw(panels.NFR_PT_named_controls) if e[0] == "label")
+    pose = _draw(coefficients.NFR_PT_pose)
+    assert ("prop", "face_rig.translation.c000") in pose
+    assert any("ignores the translation" in e[1] for e in pose if e[0] == "label")
