@@ -26,6 +26,7 @@ from bpy.types import Depsgraph, FCurve, Object
 
 from .contract.state import RigState, SefaSlider
 from .controls_eval import apply_artist_controls
+from .preset_extras import load_preset_extras, parse_preset_extras, save_preset_extras
 from .properties import (
     GROUP_LABELS,
     HARD_LIMITS,
@@ -357,6 +358,7 @@ def save_preset(ob: Object, path: str | os.PathLike[str], groups: Iterable[str])
             handle.write("\n")
     except OSError as exc:
         raise PresetError(f"{path}: cannot write the preset ({exc})") from None
+    save_preset_extras(ob, path, document)  # controls: seed, truncation, SeFa, named controls
 
 
 def read_preset(
@@ -381,5 +383,7 @@ def load_preset(
 ) -> tuple[str, ...]:
     """Write the preset's ``groups`` (default: all it holds) into ``ob``; returns them."""
     params, loaded = read_preset(path, groups)
+    parse_preset_extras(path, groups)  # controls: a bad sidecar changes nothing
     set_rig_params(ob, params, loaded)
+    load_preset_extras(ob, path, groups)  # controls
     return loaded

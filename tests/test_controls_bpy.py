@@ -327,3 +327,40 @@ def test_panels_group_the_controls_and_grey_what_the_backend_ignores(rig) -> Non
     pose = _draw(coefficients.NFR_PT_pose)
     assert ("prop", "face_rig.translation.c000") in pose
     assert any("ignores the translation" in e[1] for e in pose if e[0] == "label")
+
+
+def test_full_presets_keep_seed_truncation_sefa_and_named_controls(rig, tmp_path) -> None:
+    from neural_face_rig import preset_extras
+    from neural_face_rig.rig.errors import RigParamsError
+    from neural_face_rig.rig.params import GROUP_NAMES
+
+    face_rig = rig.face_rig
+    face_rig.seed, face_rig.psi = 4321, 0.55
+    rig_props.add_sefa_slider(rig, 3, 2, 5, "Age").value = 1.25
+    rig.face_controls.named.mouthSmileLeft = 0.75
+    path = tmp_path / "face.json"
+    rig_props.save_preset(rig, path, GROUP_NAMES)
+    assert preset_extras.sidecar_path(path).is_file()
+    RigParams.from_json(path.read_text())  # still a plain rig.params document
+
+    face_rig.seed, face_rig.psi = 1, 1.0
+    rig_props.remove_sefa_slider(rig, 0)
+    rig.face_controls.named.mouthSmileLeft = 0.0
+    rig_props.load_preset(rig, path)
+    assert (face_rig.seed, face_rig.psi) == (4321, pytest.approx(0.55))
+    assert [(s.label, s.direction, s.layer_start, s.layer_end, s.value)
+            for s in face_rig.sefa_sliders] == [("Age", 3, 2, 5, 1.25)]
+    assert rig.face_controls.named.mouthSmileLeft == 0.75
+
+    # One group: no sidecar is read; a bad sidecar refuses the whole load, changing nothing.
+    face_rig.seed = 7
+    rig_props.load_preset(rig, path, ["identity"])
+    assert face_rig.seed == 7
+    sidecar = preset_extras.sidecar_path(path)
+    doc = json.loads(sidecar.read_text())
+    doc["psi"] = "high"
+    sidecar.write_text(json.dumps(doc))
+    face_rig.expression.c000 = 2.0
+    with pytest.raises(RigParamsError, match="field 'psi'"):
+        rig_props.load_preset(rig, path)
+    assert face_rig.expression.c000 == 2.0 and face_rig.seed == 7
