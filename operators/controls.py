@@ -11,8 +11,11 @@ from bpy.types import Context, Operator
 from ..controls_eval import head_of
 from ..controls_props import preset_name
 from ..head_control import add_control_shape_keys
+from ..identity import new_identity
+from ..neural.errors import NeuralError
 from ..properties import deferred_rig_changes, is_face_rig
 from ..rig.controls import CONTROL_NAMES
+from ..rig.errors import RigError
 from ..rig.expressions import blend_preset, preset
 from ..rig_props import randomise_group
 
@@ -84,7 +87,8 @@ class NFR_OT_control_shape_keys(_RigOperator):
 
 
 class NFR_OT_new_identity(_RigOperator):
-    """Draw a new plausible identity from the rig's prior; expression, pose and light stay"""
+    """Draw a new plausible face (DiscoFaceGAN's VAE when its files are set, else the rig's
+    prior); expression, pose and light stay"""
 
     bl_idname = "nfr.new_identity"
     bl_label = "New Identity"
@@ -96,8 +100,13 @@ class NFR_OT_new_identity(_RigOperator):
     def execute(self, context: Context) -> set[str]:
         if self.seed < 0:
             self.seed = secrets.randbelow(SEED_MAX + 1)
-        randomise_group(context.object, "identity", self.seed)
-        self.report({"INFO"}, f"New identity (seed {self.seed})")
+        try:
+            source = new_identity(context.object, self.seed)
+        except (RigError, NeuralError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        where = "DiscoFaceGAN's VAE" if source == "vae" else "the rig prior"
+        self.report({"INFO"}, f"New identity from {where} (seed {self.seed})")
         return {"FINISHED"}
 
 

@@ -364,3 +364,23 @@ def test_full_presets_keep_seed_truncation_sefa_and_named_controls(rig, tmp_path
     with pytest.raises(RigParamsError, match="field 'psi'"):
         rig_props.load_preset(rig, path)
     assert face_rig.expression.c000 == 2.0 and face_rig.seed == 7
+
+
+def test_new_identity_uses_discofacegans_vae_when_set(rig, tmp_path) -> None:
+    from fixtures import dfg_formats
+    from neural_face_rig.neural.discofacegan.vae import DFGVae
+    from neural_face_rig.rig.params import GROUP_SLICES as SLICES
+
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.dfg_vae_dir = ""
+    rig.face_rig.expression.c002 = 1.25
+    assert bpy.ops.nfr.new_identity(seed=9) == {"FINISHED"}  # the prior
+    folder = dfg_formats.write_vae_weights(tmp_path / "vae")
+    prefs.dfg_vae_dir = str(folder)
+    assert bpy.ops.nfr.new_identity(seed=9) == {"FINISHED"}
+    expected = DFGVae.load(folder).sample(np.random.default_rng(9), factors=("id",))
+    got = sent(rig)
+    np.testing.assert_allclose(got[SLICES["identity"]], expected.identity, atol=1e-6)
+    np.testing.assert_allclose(got[SLICES["reflectance"]], expected.reflectance, atol=1e-6)
+    assert rig.face_rig.expression.c002 == 1.25  # expression untouched
+    prefs.dfg_vae_dir = ""
