@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..rig.params import RigParams
+from .bench_baseline import compare, dfg_baseline
 from .bench_stylegan2 import fine_edit_ms, matmul_peak_gflops
 from .bench_timing import best_ms
 from .discofacegan.backend import DFGEngine
@@ -74,8 +75,22 @@ def run(report: Any) -> None:
     cached = DFGEngine(generator, w_avg_id, cache=True)
     report.add("dfg256_fine_edit_ms", fine_edit_ms(cached, ws, first_row=10), "ms")
 
+    reference = engine.synthesize(ws)
+    compare(report, "dfg256", full, reference, ws, dfg_baseline(generator), best_ms)
+    for kind in ("eager", "compiled"):
+        name = f"dfg256_baseline_{kind}_ms"
+        if name in report.metrics:
+            report.add(f"dfg256_baseline_{kind}_efficiency",
+                       total / (report.metrics[name] / 1e3) / peak, "of peak")
+
     if bf16_supported("cpu"):
-        reference = engine.synthesize(ws)
+        live = DFGEngine(generator, w_avg_id, cache=True)
+        list(live.progressive(ws))  # the first run measures the bf16 preview error
+        assert live.preview_error is not None
+        report.add("dfg256_bf16_preview_error", live.preview_error, "of image range")
+        report.notes["dfg256_live_previews"] = (
+            "bf16" if live.previews_enabled else "fp32 (bf16 preview error above 1 %)"
+        )
         report.add("dfg256_bf16_ms", best_ms(lambda: engine.synthesize(ws, precision="bf16")),
                    "ms")
         err = (engine.synthesize(ws, precision="bf16") - reference).abs()

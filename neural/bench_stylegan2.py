@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from .bench_baseline import compare, stylegan2_baseline
 from .bench_timing import best_ms
 from .engine import (
     ProgressiveEngine,
@@ -112,6 +113,12 @@ def run(report: Any) -> None:
         "g1024_preview256_ms", best_ms(lambda: engine.synthesize(ws, stop_res=256)), "ms"
     )
     reference = engine.synthesize(ws)
+    compare(report, "g1024", full, reference, ws, stylegan2_baseline(engine.generator), best_ms)
+    for kind in ("eager", "compiled"):
+        name = f"g1024_baseline_{kind}_ms"
+        if name in report.metrics:
+            report.add(f"g1024_baseline_{kind}_efficiency",
+                       sum(flops.values()) / (report.metrics[name] / 1e3) / peak, "of peak")
 
     fine_edit = fine_edit_ms(_engine(ffhq, cache=True), ws, first_row=12)
     report.add("g1024_fine_edit_ms", fine_edit, "ms")
@@ -131,5 +138,12 @@ def run(report: Any) -> None:
         span = float(reference.max() - reference.min())
         report.add("g1024_bf16_max_error", float(err.max()) / span, "of image range")
         report.add("g1024_bf16_mean_error", float(err.mean()) / span, "of image range")
+        live = _engine(ffhq, cache=True)
+        list(live.progressive(ws))  # the first run measures the bf16 preview error
+        assert live.preview_error is not None
+        report.add("g1024_bf16_preview_error", live.preview_error, "of image range")
+        report.notes["g1024_live_previews"] = (
+            "bf16" if live.previews_enabled else "fp32 (bf16 preview error above 1 %)"
+        )
     else:
         report.notes["stylegan2_bf16"] = "skipped: this CPU has no native bf16"

@@ -23,6 +23,7 @@ SUITES = {
     "dfg": "neural_face_rig.neural.bench_dfg",
     "stylerig": "neural_face_rig.neural.bench_stylerig",
     "live": "neural_face_rig.neural.bench_live",
+    "capture": "neural_face_rig.neural.bench_capture",
 }
 
 
@@ -52,15 +53,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def run_bench(args: argparse.Namespace) -> int:
     import torch
 
+    from .stylegan2 import kernels
+
     report = BenchReport()
     report.notes["machine"] = {
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "cpu": kernels.cpu_model_name(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_kernels": kernels.describe(),
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
     }
+    print(f"CPU: {kernels.cpu_model_name()} x {os.cpu_count()} ({kernels.describe()})",
+          flush=True)
     for name in args.suite or sorted(SUITES):
         print(f"[{name}]", flush=True)
         start = time.perf_counter()

@@ -121,6 +121,32 @@ def pointwise_conv(
     return _POINTWISE(x, weight, bias, pads, [1, 1], [1, 1], 1, attr, scalars, "")
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model_name() -> str:
+    """The CPU's model name as lscpu prints it ("Model name"), or /proc/cpuinfo's, or
+    the platform's processor string."""
+    import platform
+    import shutil
+    import subprocess
+
+    if shutil.which("lscpu"):
+        try:
+            out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        for line in out.splitlines():
+            if line.strip().lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def describe() -> str:
     """One line for logs and benchmarks: ATen capability, native reduced-precision ISAs and
     which dtypes the fused oneDNN convolution runs in."""
