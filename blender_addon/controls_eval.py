@@ -14,6 +14,8 @@ The controls of a face model are derived once and cached in the extension's user
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import os
 import traceback
@@ -30,6 +32,7 @@ from .rig.params import RigParams
 
 _BASES: dict[str, ControlBasis | None] = {}
 _PROBLEMS: dict[str, str] = {}
+_STORED: dict[str, ControlBasis] = {}
 
 
 # -- the face model's controls --------------------------------------------------------------
@@ -63,8 +66,14 @@ def cache_folder() -> str:
 
 
 def control_basis(card: Object) -> ControlBasis | None:
-    """The named controls of the rig's face model (None without a readable face model; the
+    """The named controls of the rig's face model, else the copy the .blend stores (a farm
+    node without the face model still renders the controls); None without either (the
     reason is in ``basis_problem``). Memoised per file for the session."""
+    basis = _file_basis(card)
+    return basis if basis is not None else stored_basis(card)
+
+
+def _file_basis(card: Object) -> ControlBasis | None:
     path = face_model_path(card)
     if not path:
         _PROBLEMS[""] = "Named controls need a face model (add-on preferences)"
@@ -86,8 +95,54 @@ def control_basis(card: Object) -> ControlBasis | None:
 
 
 def basis_problem(card: Object) -> str | None:
-    """Why ``control_basis(card)`` is None (for the panels), or None."""
-    return _PROBLEMS.get(face_model_path(card))
+    """Why the face model's controls are unavailable (for the panels), or None."""
+    problem = _PROBLEMS.get(face_model_path(card))
+    if problem and stored_basis(card) is not None:
+        return f"{problem}; using the controls stored in this file"
+    return problem
+
+
+def encode_basis(basis: ControlBasis) -> str:
+    """A ControlBasis as text for the .blend: names, model digest and the float32 bytes."""
+    return json.dumps({"model_digest": basis.model_digest, "names": list(basis.names),
+                       "directions": base64.b64encode(basis.directions.tobytes()).decode()})
+
+
+def store_basis(card: Object) -> None:
+    """Keep the face model's controls in the .blend (``face_controls.basis_store``), for
+    machines without the face model. Interactive contexts only (it writes a property)."""
+    basis = _file_basis(card)
+    if basis is not None:
+        text = encode_basis(basis)
+        if card.face_controls.basis_store != text:
+            card.face_controls.basis_store = text
+
+
+def stored_basis(card: Object) -> ControlBasis | None:
+    """The ControlBasis kept in the .blend, or None (none stored, or not this version's
+    controls)."""
+    text = card.face_controls.basis_store
+    if not text:
+        return None
+    cached = _STORED.get(text)
+    if cached is not None:
+        return cached
+    try:
+        doc = json.loads(text)
+        raw = base64.b64decode(doc["directions"], validate=True)
+        names = tuple(doc["names"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if names != CONTROL_NAMES or len(raw) != 4 * len(names) * 64:
+        return None
+    directions = np.frombuffer(raw, dtype="<f4").reshape(len(names), 64).astype(np.float32)
+    if not np.isfinite(directions).all():
+        return None
+    zeros = np.zeros(len(names), np.float32)
+    basis = ControlBasis(names, directions, zeros, zeros, str(doc.get("model_digest", "")))
+    _STORED.clear()  # one file's copy at a time is plenty
+    _STORED[text] = basis
+    return basis
 
 
 # -- values ---------------------------------------------------------------------------------

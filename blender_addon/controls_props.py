@@ -23,6 +23,7 @@ from bpy.props import (
     FloatProperty,
     FloatVectorProperty,
     PointerProperty,
+    StringProperty,
 )
 from bpy.types import Context, Object, PropertyGroup
 
@@ -171,6 +172,10 @@ class NFR_ArtistControls(PropertyGroup):
     identity_blend: FloatProperty(
         name="A ↔ B", description="0 is identity A, 1 is identity B", default=0.0, min=0.0,
         max=1.0, precision=3, update=_changed, override=_OVERRIDABLE)
+    basis_store: StringProperty(
+        name="Stored Controls", description="The face model's named-control directions, kept "
+        "so machines without the face model render the same face", default="",
+        options={"HIDDEN"})
     lock_identity: BoolProperty(
         name="Lock Identity", description="Randomise All leaves the identity alone",
         default=True, options=set())

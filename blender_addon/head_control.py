@@ -18,7 +18,7 @@ from bpy.app.handlers import persistent
 from bpy.types import Depsgraph, Object
 
 from . import portrait
-from .controls_eval import control_basis, head_of
+from .controls_eval import control_basis, effective_controls, head_of, store_basis
 from .head_mesh import BASIS_KEY_NAME, shape_key_name
 from .properties import coefficient_key, is_face_rig
 from .rig.head_pose import angles_from_head, head_matrix
@@ -78,7 +78,10 @@ def apply_grab(card: Object) -> None:
 
 
 def on_rig_changed(card: Object) -> None:
-    """Rig-change listener: a rotation slider moved on a grabbed rig turns the head."""
+    """Rig-change listener: a rotation slider moved on a grabbed rig turns the head; a used
+    control keeps the face model's controls in the .blend (for farm nodes)."""
+    if effective_controls(card.face_controls).any():
+        store_basis(card)
     if _syncing or not card.face_controls.grab_head:
         return
     angles = head_angles(card)

@@ -384,3 +384,22 @@ def test_new_identity_uses_discofacegans_vae_when_set(rig, tmp_path) -> None:
     np.testing.assert_allclose(got[SLICES["reflectance"]], expected.reflectance, atol=1e-6)
     assert rig.face_rig.expression.c002 == 1.25  # expression untouched
     prefs.dfg_vae_dir = ""
+
+
+def test_a_machine_without_the_face_model_renders_the_stored_controls(rig, tmp_path,
+                                                                       basis) -> None:
+    import shutil
+
+    moved = tmp_path / "BFM_model_front.mat"
+    shutil.copy(controls_eval.head_of(rig).face_rig_source, moved)
+    controls_eval.head_of(rig).face_rig_source = str(moved)
+    rig.face_controls.named.jawOpen = 0.5  # an artist's edit: the controls go into the file
+    before = sent(rig)
+    path = tmp_path / "farm.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    moved.unlink()  # the farm node has no face model
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    card = bpy.data.objects["FaceRig"]
+    np.testing.assert_array_equal(sent(card, bpy.context.evaluated_depsgraph_get()), before)
+    assert "stored in this file" in controls_eval.basis_problem(card)
+    np.testing.assert_array_equal(controls_eval.stored_basis(card).directions, basis.directions)
