@@ -44,6 +44,15 @@ MAT_MAX_DECOMPRESSED_BYTES = 2 << 30
 """The sum of every zlib-compressed MAT v5 element, decompressed: the same bound as the
 uncompressed file (a zlib bomb inflates 1000:1)."""
 
+MAT_MAX_INFLATE_RATIO = 64
+"""Per compressed MAT element, decompressed bytes / compressed bytes beyond MAT_INFLATE_FREE_
+BYTES: face-model bases are float data that zlib shrinks by ~1.1x, index arrays by ~4x; 64x
+is only reached by runs of one byte value, i.e. a zlib bomb."""
+
+MAT_INFLATE_FREE_BYTES = 16 << 20
+"""Decompressed bytes every compressed MAT element may have regardless of its ratio (small
+masks and index lists of zeros compress far better than 64x)."""
+
 CHECKPOINT_MAX_BYTES = 8 << 30
 """An FFHQ-1024 StyleGAN2 .pkl is ~380 MB, an e4e .pt ~1.2 GB, a rosinality training .pt with
 discriminator and optimiser ~1.5 GB: 8 GiB is beyond any real generator file."""
@@ -159,7 +168,10 @@ def read_regular_file(
     label = os.fspath(path)
     with open_regular_file(label, role, max_bytes, error) as stream:
         try:
-            data = stream.read(max_bytes + 1)
+            # read(n) allocates n bytes up front: ask for what the file holds (+1 to notice
+            # growth), never for the limit itself.
+            size = os.fstat(stream.fileno()).st_size
+            data = stream.read(min(max_bytes, size) + 1)
         except OSError as exc:
             _fail(error, f"{label}: cannot read the {role}: {describe_os_error(label, exc)}")
     if len(data) > max_bytes:

@@ -35,7 +35,9 @@ import numpy as np
 from .errors import FaceModelError
 from .file_limits import (
     FACE_MODEL_MAX_BYTES,
+    MAT_INFLATE_FREE_BYTES,
     MAT_MAX_DECOMPRESSED_BYTES,
+    MAT_MAX_INFLATE_RATIO,
     FileLimitError,
     read_regular_file,
 )
@@ -171,10 +173,13 @@ def parse_mat_v5(data: bytes, want: set[str] | None, label: str) -> tuple[dict[s
             if len(head) < 8:
                 raise _Corrupt(f"compressed element at byte {pos} does not inflate to an element")
             inner_kind, inner_size = struct.unpack(order + "II", head[:8])
-            if inner_size + 8 > budget:
+            allowed = min(budget, MAT_INFLATE_FREE_BYTES + MAT_MAX_INFLATE_RATIO * size)
+            if inner_size + 8 > allowed:
                 raise FaceModelError(
-                    f"{label}: a compressed field declares {inner_size} bytes, beyond the "
-                    f"{MAT_MAX_DECOMPRESSED_BYTES}-byte limit for a face-model file (a zlib bomb?)"
+                    f"{label}: expected a compressed field to inflate to at most {allowed} bytes "
+                    f"({MAT_MAX_INFLATE_RATIO}x its {size} compressed bytes, within the "
+                    f"{MAT_MAX_DECOMPRESSED_BYTES}-byte total), found one declaring "
+                    f"{inner_size + 8} bytes (a zlib bomb?)"
                 )
             need = inner_size + 8
             body = bytearray(head)
@@ -230,6 +235,9 @@ def read_mat(
             f"{source} is a MATLAB v7.3 (HDF5) file, which cannot be read here; re-save it in "
             "MATLAB with save(..., '-v7')"
         ) from None
+    except MemoryError:
+        raise FaceModelError(f"{source}: reading it needs more memory than this machine has "
+                             f"({size} bytes on disk). {hint}") from None
     except (_Corrupt, zlib.error, ValueError, struct.error) as exc:
         raise FaceModelError(
             f"{source} is truncated or corrupt ({size} bytes; expected MAT v5 data, found: "

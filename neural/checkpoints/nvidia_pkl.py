@@ -130,8 +130,10 @@ def _count_mapping_layers(state: dict[str, Any]) -> int:
     return count
 
 
-def _config_fields(g_ema: PersistentRecord, state: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    kwargs = _init_kwargs(g_ema)
+def _config_fields(
+    g_ema: PersistentRecord, state: dict[str, Any], label: str = "checkpoint"
+) -> tuple[dict[str, Any], str]:
+    kwargs = _init_kwargs(g_ema, label)
     nested = isinstance(kwargs.get("synthesis_kwargs"), dict)
     if nested:
         synthesis = dict(kwargs["synthesis_kwargs"])
@@ -207,7 +209,7 @@ def read_nvidia_pkl(data: object, label: str) -> ReadResult:
     if bad:
         kind = type(state[bad[0]]).__name__
         raise CheckpointError(f"{label}: {bad[0]} is a {kind}, expected a tensor")
-    fields, flavour = _config_fields(g_ema, state)
+    fields, flavour = _config_fields(g_ema, state, label)
     config = make_config(label, **fields)
     extras = {
         "writer": flavour,
