@@ -75,13 +75,15 @@ DECODER = StyleGAN2Config(z_dim=512, w_dim=512, img_resolution=256, mapping_laye
                           channel_base=256, channel_max=16)
 
 
-def write_official_e4e(path, encoder, *, encoder_type="Encoder4Editing", **opts_extra):
+def write_official_e4e(path, encoder, *, encoder_type="Encoder4Editing", config=DECODER,
+                       **opts_extra):
     """The file coach.py saves: pSp state_dict, vars(opts), latent_avg [18 or n, 512]."""
-    decoder = random_state_dict(DECODER, 3)
+    decoder = random_state_dict(config, 3)
     state = dict(encoder)
-    state.update((f"decoder.{k}", v) for k, v in rosinality_state(decoder, DECODER).items())
-    latent_avg = 0.3 * torch.randn(DECODER.num_ws, 512, generator=torch.Generator().manual_seed(4))
-    opts = {"exp_dir": "experiments/ffhq", "encoder_type": encoder_type, "stylegan_size": 256,
+    state.update((f"decoder.{k}", v) for k, v in rosinality_state(decoder, config).items())
+    latent_avg = 0.3 * torch.randn(config.num_ws, 512, generator=torch.Generator().manual_seed(4))
+    opts = {"exp_dir": "experiments/ffhq", "encoder_type": encoder_type,
+            "stylegan_size": config.img_resolution,
             "start_from_latent_avg": True, "checkpoint_path": None, "batch_size": 8,
             "learning_rate": 0.0001, "progressive_start": 20000, "progressive_step_every": 2000,
             "w_discriminator_lambda": 0.1, **opts_extra}
