@@ -403,3 +403,37 @@ def test_a_machine_without_the_face_model_renders_the_stored_controls(rig, tmp_p
     np.testing.assert_array_equal(sent(card, bpy.context.evaluated_depsgraph_get()), before)
     assert "stored in this file" in controls_eval.basis_problem(card)
     np.testing.assert_array_equal(controls_eval.stored_basis(card).directions, basis.directions)
+
+
+def test_every_new_property_saves_and_reopens_exactly(rig, tmp_path) -> None:
+    controls = rig.face_controls
+    rng = np.random.default_rng(4)
+    written = {}
+    for group, owner in (("named", controls.named), ("key_light", controls.key_light),
+                         ("", controls)):
+        for prop in owner.bl_rna.properties:
+            if prop.identifier == "rna_type" or prop.is_readonly or prop.type not in (
+                    "FLOAT", "BOOLEAN"):
+                continue
+            path = f"face_controls.{group + '.' if group else ''}{prop.identifier}"
+            if prop.type == "BOOLEAN":
+                value = not prop.default
+            elif prop.is_array:
+                value = tuple(float(v) for v in rng.uniform(0.1, 0.9, prop.array_length))
+            else:
+                value = float(rng.uniform(max(prop.hard_min, -90.0), min(prop.hard_max, 90.0)))
+            if prop.identifier == "grab_head":
+                continue  # turns the head: covered by its own test
+            setattr(owner, prop.identifier, value)
+            written[path] = owner.path_resolve(prop.identifier)
+            if prop.is_array:
+                written[path] = tuple(written[path])
+    controls.key_light.follow = None
+    assert len(written) > 50
+    path = tmp_path / "props.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    card = bpy.data.objects["FaceRig"]
+    for data_path, value in written.items():
+        got = card.path_resolve(data_path)
+        assert (tuple(got) if isinstance(value, tuple) else got) == value, data_path
