@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .bench_baseline import compare, stylegan2_baseline
-from .bench_timing import best_ms
+from .bench_timing import best_ms, times_ms
 from .engine import (
     ProgressiveEngine,
     StyleGAN2Engine,
@@ -113,12 +113,8 @@ def run(report: Any) -> None:
         "g1024_preview256_ms", best_ms(lambda: engine.synthesize(ws, stop_res=256)), "ms"
     )
     reference = engine.synthesize(ws)
-    compare(report, "g1024", full, reference, ws, stylegan2_baseline(engine.generator), best_ms)
-    for kind in ("eager", "compiled"):
-        name = f"g1024_baseline_{kind}_ms"
-        if name in report.metrics:
-            report.add(f"g1024_baseline_{kind}_efficiency",
-                       sum(flops.values()) / (report.metrics[name] / 1e3) / peak, "of peak")
+    compare(report, "g1024", engine.synthesize, ws, stylegan2_baseline(engine.generator),
+            sum(flops.values()), matmul_peak_gflops, times_ms)
 
     fine_edit = fine_edit_ms(_engine(ffhq, cache=True), ws, first_row=12)
     report.add("g1024_fine_edit_ms", fine_edit, "ms")

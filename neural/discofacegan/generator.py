@@ -139,10 +139,20 @@ class StyleLayer(nn.Module):
         return cached
 
     def forward(
-        self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        w: torch.Tensor,
+        noise: torch.Tensor | None,
+        out_dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
-        """One sample: x [1, I, R', R'] (the constant for layer 0) -> [1, O, R, R];
-        w [1, w_dim]; noise [1, 1, R, R] unit variance or None."""
+        """One sample: x [1, I, R', R'] (the constant for layer 0) -> [1, O, R, R] in
+        ``out_dtype`` (default x's); w [1, w_dim]; noise [1, 1, R, R] unit variance or None.
+
+        In reduced precision the convolution runs in x's dtype and everything after it
+        (noise, lrelu, instance norm, style) in float32, rounded once at the end: bf16
+        rounding between those passes would be amplified by the normalisation of maps whose
+        spread is small next to their mean."""
+        out_dtype = out_dtype or x.dtype
         fmt = _memory_format(x)
         bias = self.bias.to(x.dtype)
         # The bias is added by the last linear op: before the noise instead of after it,
@@ -155,12 +165,15 @@ class StyleLayer(nn.Module):
             x = F.conv2d(x, self.blur.to(x.dtype), bias, padding=pad, groups=self.channels)
         else:
             x = (x + bias.view(1, -1, 1, 1)).contiguous(memory_format=fmt)
+        if x.dtype != torch.float32:
+            x = x.float()  # keeps the memory format
         if noise is not None:
             strength = self.noise_strength.view(1, -1, 1, 1).to(x.dtype)
             x = x.addcmul_(noise.to(x.dtype), strength)
         x = F.leaky_relu_(x, LRELU_SLOPE)
         style = self.style(w.float())[0]
-        return instance_norm_style(x, style[: self.channels] + 1, style[self.channels :])
+        x = instance_norm_style(x, style[: self.channels] + 1, style[self.channels :])
+        return x if x.dtype == out_dtype else x.to(out_dtype)
 
 
 def instance_norm_style(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -295,13 +308,15 @@ class SynthesisNetwork(nn.Module):
         layer = self.layer(step.layer)
         if step.layer == 0:
             fmt = options.memory_format(ws.device)
-            x = self.const.unsqueeze(0).to(options.dtype).contiguous(memory_format=fmt)
+            # The constant stays float32: layer 0 only adds to it and normalises it.
+            x = self.const.unsqueeze(0).contiguous(memory_format=fmt)
             inputs = [x] * ws.shape[0]
         else:
             assert x is not None
             inputs = [x[n : n + 1] for n in range(x.shape[0])]
         outs = [
-            layer(inputs[n], ws[n : n + 1, step.layer], self._noise(layer, n, options))
+            layer(inputs[n], ws[n : n + 1, step.layer], self._noise(layer, n, options),
+                  options.dtype)
             for n in range(ws.shape[0])
         ]
         return (outs[0] if len(outs) == 1 else torch.cat(outs)), None
