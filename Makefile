@@ -5,7 +5,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.nfr-installed
 
-.PHONY: demo test lint typecheck unit bench addon clean
+# The Blender version matrix: the Blender-side tests (pytest marker "bpy") run on bpy 4.2 LTS,
+# 4.5 LTS and the latest 5.x (5.3: Python 3.13 wheels only) in .venv-blender-<version>, besides
+# 5.0 in the main venv (with 'unit'). Those venvs hold bpy, numpy, pillow and pytest only
+# (requirements-blender-<version>.lock), no torch: the worker runs in the main venv, set as the
+# add-on's External Python like a studio's own environment (NFR_WORKER_PYTHON).
+BLENDER_VERSIONS := 4.2 4.5 5.3
+# The first python3.13 that runs (a pyenv shim may exist without the version being active).
+PYTHON313 ?= $(shell for p in python3.13 $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13); do \
+	$$p -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null && { command -v $$p; break; }; done)
+BLENDER_PYTHON_4.2 := $(PYTHON)
+BLENDER_PYTHON_4.5 := $(PYTHON)
+BLENDER_PYTHON_5.3 := $(PYTHON313)
+# test_live_bpy.py and test_controls_bpy.py build their references with torch or scipy in the
+# test process itself; they run on the main venv's Blender only.
+BPY_TESTS := $(filter-out tests/test_live_bpy.py tests/test_controls_bpy.py,\
+	$(sort $(wildcard tests/test_*_bpy.py))) tests/test_extension_install.py tests/test_build_addon.py
+
+.PHONY: demo test lint typecheck unit blender-matrix bench addon clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +33,7 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python demo.py
 
-test: lint typecheck unit
+test: lint typecheck unit blender-matrix
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -33,6 +50,22 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+.venv-blender-%/.nfr-installed: requirements-blender-%.lock pyproject.toml
+	@test -n "$(BLENDER_PYTHON_$*)" || { echo "no Python for bpy $* (python3.13: set PYTHON313)"; exit 2; }
+	test -x $(@D)/bin/python || $(BLENDER_PYTHON_$*) -m venv $(@D)
+	$(@D)/bin/python -m pip install --disable-pip-version-check -q -r $<
+	$(@D)/bin/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation \
+		--ignore-requires-python -e .
+	touch $@
+
+blender-matrix: $(STAMP) $(BLENDER_VERSIONS:%=.venv-blender-%/.nfr-installed)
+	@for version in $(BLENDER_VERSIONS); do \
+		start=$$(date +%s); echo "== bpy $$version"; \
+		NFR_WORKER_PYTHON=$(CURDIR)/$(BIN)/python OMP_NUM_THREADS=1 \
+			.venv-blender-$$version/bin/python -m pytest -q -m bpy $(BPY_TESTS) || exit 1; \
+		echo "== bpy $$version: $$(( $$(date +%s) - start )) s"; \
+	done
 
 bench: $(STAMP)
 	$(BIN)/nfr bench --json out/bench.json

@@ -18,3 +18,24 @@ for _var, _sub in {
     _path = os.path.join(_ROOT, _sub)
     os.makedirs(_path, exist_ok=True)
     os.environ[_var] = _path
+
+import re  # noqa: E402  (the environment above must be set before any other import)
+
+import pytest  # noqa: E402
+
+# Blender-side tests: real bpy. `make test` runs them on every Blender version of its matrix
+# (the main venv's bpy and each .venv-blender-<version>).
+_BPY_FILES = re.compile(r"^test_.*_bpy\.py$|^test_extension_install\.py$")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "bpy: a Blender-side test (real bpy), run on every Blender version of "
+        "'make test' (files test_*_bpy.py and test_extension_install.py are marked "
+        "automatically)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _BPY_FILES.match(item.path.name):
+            item.add_marker(pytest.mark.bpy)

@@ -13,9 +13,10 @@ from pathlib import Path
 import bpy
 import numpy as np
 import pytest
+from fixtures import worker_python
 from neural_face_rig import head_mesh
 from neural_face_rig.rig.blender_mesh import blender_face_mesh, vertex_albedo
-from neural_face_rig.rig.face_model import FaceModel, write_face_model_mat
+from neural_face_rig.rig.face_model import FaceModel, load_face_model
 from neural_face_rig.rig.synthetic import make_synthetic_face_model
 
 addon_utils = importlib.import_module("addon_utils")  # on sys.path once bpy is imported
@@ -31,7 +32,8 @@ def face_model() -> FaceModel:
 @pytest.fixture(scope="module")
 def face_model_file(face_model: FaceModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("model") / "BFM_model_front.mat"
-    write_face_model_mat(face_model, path)
+    worker_python.write_face_model(path, seed=3)  # the face_model fixture's model
+    np.testing.assert_array_equal(load_face_model(path).mean_shape, face_model.mean_shape)
     return path
 
 

@@ -67,8 +67,12 @@ def _random_params(seed: int) -> RigParams:
 
 
 def _channelbag_fcurves(ob: bpy.types.Object):
-    """F-curves through Blender 5.0's layered-action API (not through rig_props)."""
+    """F-curves through Blender's own API (not through rig_props): the layered action's
+    channelbag for the object's slot (4.4+; the only kind in 5.0+), else 4.2's
+    ``Action.fcurves``."""
     animation = ob.animation_data
+    if not hasattr(anim_utils, "action_get_channelbag_for_slot"):
+        return animation.action.fcurves
     channelbag = anim_utils.action_get_channelbag_for_slot(animation.action, animation.action_slot)
     return channelbag.fcurves
 

@@ -12,16 +12,8 @@ from types import SimpleNamespace
 import bpy
 import numpy as np
 import pytest
-from fixtures.live_addon import (
-    MODULE,
-    installed_extension,
-    poll_until,
-    preferences,
-    write_stylegan2,
-)
-from neural_face_rig.neural.backends import StyleGAN2Backend
-from neural_face_rig.neural.checkpoints import load_generator
-from neural_face_rig.neural.images import to_srgb_uint
+from fixtures import worker_python
+from fixtures.live_addon import MODULE, installed_extension, poll_until, preferences
 from PIL import Image
 
 TOLERANCE = 2  # of 255
@@ -30,14 +22,15 @@ TOLERANCE = 2  # of 255
 @pytest.fixture(scope="module")
 def addon(tmp_path_factory: pytest.TempPathFactory):
     models = tmp_path_factory.mktemp("models")
+    generator = worker_python.write_tiny_models(models)["stylegan2"]
     with installed_extension(tmp_path_factory.mktemp("dist")) as module:
         prefs = preferences()
-        prefs.stylegan2_generator_path = str(write_stylegan2(models))
+        worker_python.configure(prefs)
+        prefs.stylegan2_generator_path = str(generator)
         prefs.face_model_path = ""
         prefs.device = "CPU"
-        backend = StyleGAN2Backend.from_loaded(load_generator(prefs.stylegan2_generator_path))
         yield SimpleNamespace(live=module("live"), rig_props=module("rig_props"),
-                              backend=backend)
+                              generator=generator, expected={})
 
 
 @pytest.fixture
@@ -58,11 +51,15 @@ def rig(addon):
 
 
 def expected_at(addon, card, frame: int) -> np.ndarray:
-    """The generator's output for the rig at ``frame`` as 8-bit sRGB [H, W, 3]."""
+    """The generator's output for the rig at ``frame`` as 8-bit sRGB [H, W, 3] (rendered by
+    the backend in the worker's Python, without Blender; remembered per state)."""
     bpy.context.scene.frame_set(frame)
     depsgraph = bpy.context.evaluated_depsgraph_get()
     state = addon.rig_props.rig_state(card, depsgraph=depsgraph, final=True)
-    return to_srgb_uint(addon.backend.render(state), 8).astype(int)
+    key = (state.seed, state.psi, tuple(s.value for s in state.sefa), state.resolution)
+    if key not in addon.expected:
+        addon.expected[key] = worker_python.reference_render(addon.generator, state)
+    return addon.expected[key]
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -72,6 +69,9 @@ def read_png(path: Path) -> np.ndarray:
 
 def use_engine(engine: str) -> None:
     scene = bpy.context.scene
+    engines = scene.render.bl_rna.properties["engine"].enum_items.keys()
+    if engine == "BLENDER_EEVEE" and engine not in engines:
+        engine = "BLENDER_EEVEE_NEXT"  # its name in Blender 4.2-4.5
     scene.render.engine = engine
     if engine == "CYCLES":
         scene.cycles.device = "CPU"

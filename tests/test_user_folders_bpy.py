@@ -78,13 +78,7 @@ def session(tmp_path_factory: pytest.TempPathFactory):
                            capture_output=True, text=True, check=True, timeout=60)
     models = tmp_path_factory.mktemp("models")
     worker_python.write_tiny_models(models)
-    worker_python.run(
-        "import json, pathlib\n"
-        "from neural_face_rig.rig.face_model import write_face_model_mat\n"
-        "from neural_face_rig.rig.synthetic import make_synthetic_face_model\n"
-        "write_face_model_mat(make_synthetic_face_model('tiny', seed=3),\n"
-        f"                     pathlib.Path({str(models)!r}) / 'BFM_model_front.mat')\n"
-        "print('{}')\n")
+    worker_python.write_face_model(models / "BFM_model_front.mat")
     root = tmp_path_factory.mktemp("machine")
     folders = {name: root / name for name in ("home", "blender", "tmp", "cwd", "project")}
     for folder in folders.values():
@@ -109,7 +103,9 @@ def session(tmp_path_factory: pytest.TempPathFactory):
 def test_a_session_writes_only_into_blenders_user_folders(session) -> None:
     folders, status, before_models, after_models = session
     assert not [s for s in status.values() if "error" in s.lower()], status
-    assert _files(folders["home"]) == set()
+    # Blender itself (not the extension) writes the freedesktop thumbnail of a saved .blend
+    # (seen with bpy 5.3, not 5.0); nothing else may appear in HOME.
+    assert {f for f in _files(folders["home"]) if not f.startswith(".cache/thumbnails/")} == set()
     assert _files(folders["cwd"]) == set()
     assert _files(folders["tmp"]) == set()
     assert after_models == before_models  # the models folder is read, never written
