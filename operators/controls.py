@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import secrets
 
+import numpy as np
 from bpy.props import EnumProperty, IntProperty
 from bpy.types import Context, Operator
 
-from ..controls_eval import head_of
+from ..controls_eval import basis_problem, control_basis, head_of
 from ..controls_props import preset_name
 from ..head_control import add_control_shape_keys
 from ..identity import new_identity
 from ..neural.errors import NeuralError
 from ..properties import deferred_rig_changes, is_face_rig
+from ..rig.control_basis import controls_from_expression, expression_from_controls
 from ..rig.controls import CONTROL_NAMES
 from ..rig.errors import RigError
 from ..rig.expressions import blend_preset, preset
+from ..rig.key_light import sh_to_key_light
 from ..rig_props import randomise_group
 
 SEED_MAX = 2**31 - 1
@@ -152,5 +155,59 @@ class NFR_OT_randomise_all(_RigOperator):
         return {"FINISHED"}
 
 
+class NFR_OT_key_light_from_sh(_RigOperator):
+    """Read the dominant light of the raw SH coefficients (e.g. from a photo) into the key
+    light, and set the raw SH to zero"""
+
+    bl_idname = "nfr.key_light_from_sh"
+    bl_label = "Key Light from SH"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context: Context) -> set[str]:
+        ob = context.object
+        raw = [getattr(ob.face_rig.illumination, f"c{i:03d}") for i in range(27)]
+        light = sh_to_key_light(np.asarray(raw))
+        props = ob.face_controls.key_light
+        with deferred_rig_changes():
+            props.follow = None
+            props.azimuth, props.elevation = light.azimuth, light.elevation
+            props.intensity = min(light.intensity, 10.0)
+            props.colour = light.colour
+            props.ambient = tuple(max(0.0, v) for v in light.ambient)
+            for i in range(27):
+                setattr(ob.face_rig.illumination, f"c{i:03d}", 0.0)
+        self.report({"INFO"}, f"Key light at azimuth {light.azimuth:.0f}°, elevation "
+                    f"{light.elevation:.0f}°, intensity {light.intensity:.2f}")
+        return {"FINISHED"}
+
+
+class NFR_OT_controls_from_expression(_RigOperator):
+    """Express the raw expression coefficients (e.g. from a photo or a capture) as named
+    controls; what they cannot express stays in the raw coefficients"""
+
+    bl_idname = "nfr.controls_from_expression"
+    bl_label = "Named Controls from Expression"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context: Context) -> set[str]:
+        ob = context.object
+        basis = control_basis(ob)
+        if basis is None:
+            self.report({"ERROR"}, basis_problem(ob) or "The named controls are not available")
+            return {"CANCELLED"}
+        named = ob.face_controls.named
+        current = [getattr(named, name) for name in basis.names]
+        raw = [getattr(ob.face_rig.expression, f"c{i:03d}") for i in range(64)]
+        total = expression_from_controls(basis, current, raw)
+        values, remainder = controls_from_expression(basis, total)
+        with deferred_rig_changes():
+            for name, value in zip(basis.names, values.tolist(), strict=True):
+                setattr(named, name, value)
+            for i, value in enumerate(remainder.tolist()):
+                setattr(ob.face_rig.expression, f"c{i:03d}", value)
+        return {"FINISHED"}
+
+
 CLASSES = (NFR_OT_reset_controls, NFR_OT_apply_preset, NFR_OT_control_shape_keys,
-           NFR_OT_new_identity, NFR_OT_store_identity, NFR_OT_randomise_all)
+           NFR_OT_new_identity, NFR_OT_store_identity, NFR_OT_randomise_all,
+           NFR_OT_key_light_from_sh, NFR_OT_controls_from_expression)

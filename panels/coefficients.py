@@ -57,6 +57,7 @@ class CoefficientListPanel(FaceRigPanel):
     def draw(self, context: Context) -> None:
         layout = self.layout
         face_rig = context.object.face_rig
+        draw_ignored(layout, context.object, self.group)  # controls
         draw_group_buttons(layout, self.group, presets=True)
         values = getattr(face_rig, self.group)
         size = GROUP_SIZES[self.group]
@@ -100,6 +101,7 @@ class NFR_PT_illumination(FaceRigPanel):
     def draw(self, context: Context) -> None:
         layout = self.layout
         face_rig = context.object.face_rig
+        draw_ignored(layout, context.object, "illumination")  # controls
         draw_group_buttons(layout, "illumination")
         values = face_rig.illumination
         col = layout.column(align=True)

@@ -12,6 +12,8 @@ from ..controls_props import control_label
 from ..operators.controls import (
     NFR_OT_apply_preset,
     NFR_OT_control_shape_keys,
+    NFR_OT_controls_from_expression,
+    NFR_OT_key_light_from_sh,
     NFR_OT_new_identity,
     NFR_OT_randomise_all,
     NFR_OT_reset_controls,
@@ -89,6 +91,7 @@ class NFR_PT_named_controls(_ArtistPanel):
             draw_control_group(layout, controls.named, group)
         row = layout.row(align=True)
         row.operator(NFR_OT_reset_controls.bl_idname, icon="LOOP_BACK")
+        row.operator(NFR_OT_controls_from_expression.bl_idname, text="From Raw", icon="IMPORT")
         if head_of(ob) is not None:
             row.operator(NFR_OT_control_shape_keys.bl_idname, text="Shape Keys",
                          icon="SHAPEKEY_DATA")
@@ -106,6 +109,7 @@ class NFR_PT_key_light(_ArtistPanel):
         light = ob.face_controls.key_light
         draw_ignored(layout, ob, "illumination")
         layout.prop(light, "follow")
+        layout.operator(NFR_OT_key_light_from_sh.bl_idname, icon="LIGHT_SUN")
         col = layout.column(align=True)
         if light.follow is not None:
             col.prop(light, "power_scale")

@@ -437,3 +437,25 @@ def test_every_new_property_saves_and_reopens_exactly(rig, tmp_path) -> None:
     for data_path, value in written.items():
         got = card.path_resolve(data_path)
         assert (tuple(got) if isinstance(value, tuple) else got) == value, data_path
+
+
+def test_photo_results_become_a_key_light_and_named_controls(rig, basis) -> None:
+    light = KeyLight(-35.0, 25.0, 0.9, (1.0, 0.9, 0.8), (0.3, 0.3, 0.35))
+    for i, value in enumerate(key_light_to_sh(light).tolist()):
+        setattr(rig.face_rig.illumination, f"c{i:03d}", value)
+    before = sent(rig)[LIGHT]
+    assert bpy.ops.nfr.key_light_from_sh() == {"FINISHED"}
+    props = rig.face_controls.key_light
+    assert (props.azimuth, props.elevation) == (pytest.approx(-35.0, abs=0.5),
+                                                pytest.approx(25.0, abs=0.5))
+    np.testing.assert_allclose(sent(rig)[LIGHT], before, atol=2e-3)  # same light, now named
+    assert all(getattr(rig.face_rig.illumination, f"c{i:03d}") == 0.0 for i in range(27))
+
+    fitted = expression_from_controls(basis, {"jawOpen": 0.4, "eyeBlinkRight": 0.8})
+    for i, value in enumerate(fitted.tolist()):
+        setattr(rig.face_rig.expression, f"c{i:03d}", value)
+    assert bpy.ops.nfr.controls_from_expression() == {"FINISHED"}
+    named = rig.face_controls.named
+    assert (named.jawOpen, named.eyeBlinkRight) == (pytest.approx(0.4, abs=5e-3),
+                                                    pytest.approx(0.8, abs=5e-3))
+    np.testing.assert_allclose(sent(rig)[EXPRESSION], fitted, atol=1e-4)
