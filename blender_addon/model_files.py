@@ -120,8 +120,8 @@ def _safetensors_problem(path: str, head: bytes, size: int) -> str | None:
         header = json.loads(raw)
         end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"),
                   default=0)
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        return f"has a damaged safetensors header ({exc})"
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError) as exc:
+        return f"has a damaged safetensors header ({type(exc).__name__})"
     if 8 + header_len + end > size:
         return f"is truncated ({size} bytes, its header describes {8 + header_len + end})"
     return None
@@ -447,6 +447,8 @@ def file_problem(spec: ModelFile, path: str) -> str | None:
         return f"{noun} cannot be read: {path} ({exc.strerror or exc})"
     if spec.folder != os.path.isdir(path):
         return f"{noun} path is not a {'folder' if spec.folder else 'file'}: {path}"
+    if not spec.folder and not os.path.isfile(path):  # a FIFO or device: never open it here
+        return f"{noun} {path}: expected a regular file, found a FIFO, device or socket"
     try:
         if spec.folder:  # its files change without changing the folder's time stamp
             problem = spec.check(path)
