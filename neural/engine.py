@@ -15,11 +15,12 @@ Precisions: "fp32" (final renders), "fp16" (CUDA: the blocks the config marks fp
 NVIDIA's own inference), "bf16" (previews on CPUs with native bf16 or CUDA; channels-last).
 
 Live previews: an fp32 engine asked for progressive images without an explicit precision runs
-the preview blocks (every block before the last one asked for) in bf16 and then the last
-block's image in fp32, when the device has native bf16 (``bf16_supported``) and the bf16
-previews of the engine's first progressive run differed from its fp32 images by at most
-``PREVIEW_TOLERANCE`` of the image range (measured once, right after that run;
-``preview_error``). The last image is always the exact fp32 one.
+preview blocks (blocks before the last one asked for) in bf16, then the remaining blocks
+in fp32, when the device has native bf16 (``bf16_supported``). Which blocks: those up to
+the largest resolution whose bf16 image, and every smaller one, differed from the fp32 image
+by at most ``PREVIEW_TOLERANCE`` of the image range in the engine's first progressive run
+(measured once, right after that run; ``preview_errors``). The last image is always the
+exact fp32 one.
 Process-wide settings (allocator, threads, cuDNN determinism) belong to the process that owns
 the engine: see ``configure_inference_process``.
 """
@@ -284,18 +285,33 @@ class ProgressiveEngine:
         )
         """The live-preview precision this engine may use (None: previews stay in the run's
         precision); ``previews_enabled`` once measured."""
-        self.preview_error: float | None = None
-        """The measured preview error (see ``PREVIEW_TOLERANCE``); None until measured."""
+        self.preview_errors: dict[int, float] | None = None
+        """Measured preview error per block resolution (see ``PREVIEW_TOLERANCE``); None
+        until measured."""
         self._options(None, None, None)  # validate the defaults now
 
     @property
+    def preview_error(self) -> float | None:
+        """The largest measured preview error over the measured blocks (None: not yet)."""
+        return None if not self.preview_errors else max(self.preview_errors.values())
+
+    @property
+    def preview_max_res(self) -> int | None:
+        """The largest block resolution previewed in ``preview_candidate``: every measured
+        block up to it met the tolerance (None: none did, or not measured yet)."""
+        if self.preview_candidate is None or not self.preview_errors:
+            return None
+        accepted = None
+        for res in sorted(self.preview_errors):
+            if not self.preview_errors[res] <= PREVIEW_TOLERANCE:
+                break
+            accepted = res
+        return accepted
+
+    @property
     def previews_enabled(self) -> bool:
-        """Whether progressive runs now compute their previews in ``preview_candidate``."""
-        return (
-            self.preview_candidate is not None
-            and self.preview_error is not None
-            and self.preview_error <= PREVIEW_TOLERANCE
-        )
+        """Whether progressive runs now compute some previews in ``preview_candidate``."""
+        return self.preview_max_res is not None
 
     def synthesize(
         self,
@@ -351,9 +367,11 @@ class ProgressiveEngine:
             preview_last = max(below, default=-1)
         if preview_options is None or preview_last < 0:
             return self._blocks(ws, options, last_step, cancel)
-        if self.previews_enabled:
-            return self._previewed(ws, options, preview_options, preview_last, last_step, cancel)
-        if self.preview_error is None:
+        limit = self.preview_max_res
+        if limit is not None:
+            bf16_last = max(s.index for s in self._steps[: preview_last + 1] if s.res <= limit)
+            return self._previewed(ws, options, preview_options, bf16_last, last_step, cancel)
+        if self.preview_errors is None:
             return self._measuring(ws, options, preview_options, preview_last, last_step, cancel)
         return self._blocks(ws, options, last_step, cancel)
 
@@ -388,12 +406,15 @@ class ProgressiveEngine:
         self, ws: torch.Tensor, options: Any, preview_options: Any, preview_last: int,
         last_step: int, cancel: Cancel,
     ) -> Iterator[BlockImage]:
-        """Preview blocks in the preview precision, then the last image in the run's."""
+        """Blocks up to step ``preview_last`` in the preview precision, then the others (the
+        last image included) in the run's."""
         label = str(preview_options.precision)
+        done = 0
         for block in self._blocks(ws, preview_options, preview_last, cancel):
+            done = block.res
             yield BlockImage(block.res, block.image, False, label)
         for block in self._blocks(ws, options, last_step, cancel):
-            if block.res == self._steps[last_step].res:
+            if block.res > done:
                 yield block
 
     def _measuring(
@@ -401,20 +422,20 @@ class ProgressiveEngine:
         last_step: int, cancel: Cancel,
     ) -> Iterator[BlockImage]:
         """A plain run, then (once the caller has taken every image) the preview blocks in the
-        preview precision, compared with this run's images: sets ``preview_error``."""
+        preview precision, compared with this run's images: sets ``preview_errors``."""
         exact: dict[int, torch.Tensor] = {}
         for block in self._blocks(ws, options, last_step, cancel):
             exact[block.res] = block.image
             yield block
         stats = self.last_run
         try:
-            worst = 0.0
+            errors: dict[int, float] = {}
             for block in self._blocks(ws, preview_options, preview_last, None):
                 ref = exact[block.res]
                 spread = float(ref.max() - ref.min()) or 1.0
                 err = float((block.image - ref).abs().max()) / spread
-                worst = max(worst, err if err == err else float("inf"))  # NaN: never
-            self.preview_error = worst
+                errors[block.res] = err if err == err else float("inf")  # NaN: never
+            self.preview_errors = errors
         finally:
             self.last_run = stats
 

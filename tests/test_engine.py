@@ -397,3 +397,17 @@ def test_no_live_previews_without_native_bf16_or_with_an_explicit_precision(monk
         blocks = list(eng.progressive(random_ws(), precision="fp32"))
         assert {b.precision for b in blocks} == {"fp32"}
     assert eng.preview_error is None  # an explicit precision is never second-guessed
+
+
+def test_only_blocks_up_to_the_first_one_over_tolerance_are_previewed_in_bf16(bf16_engine):
+    eng = bf16_engine
+    ws = random_ws(seed=6)
+    _previews_and_final(eng, ws)
+    assert sorted(eng.preview_errors) == [4, 8, 16]
+    eng.preview_errors = {4: 0.001, 8: 0.5, 16: 0.001}  # as if the 8 px block had failed
+    assert eng.preview_max_res == 4
+    previews, final = _previews_and_final(eng, ws + 0.25)
+    exact = {b.res: b.image
+             for b in make_engine(cache=False).progressive(ws + 0.25, previews=False)}
+    assert [(b.res, b.precision) for b in previews] == [(4, "bf16"), (8, "fp32"), (16, "fp32")]
+    assert torch.equal(previews[1].image, exact[8]) and torch.equal(final.image, exact[32])
