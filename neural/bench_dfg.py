@@ -84,9 +84,10 @@ def run(report: Any) -> None:
         list(live.progressive(ws))  # the first run measures the bf16 preview error
         assert live.preview_error is not None
         report.add("dfg256_bf16_preview_error", live.preview_error, "of image range")
-        report.notes["dfg256_live_previews"] = (
-            "bf16" if live.previews_enabled else "fp32 (bf16 preview error above 1 %)"
-        )
+        report.notes["dfg256_live_previews"] = {
+            "bf16_up_to_px": live.preview_max_res,
+            "errors_by_block": {r: round(e, 5) for r, e in (live.preview_errors or {}).items()},
+        }
         report.add("dfg256_bf16_ms", best_ms(lambda: engine.synthesize(ws, precision="bf16")),
                    "ms")
         err = (engine.synthesize(ws, precision="bf16") - reference).abs()
