@@ -8,8 +8,8 @@ the caller's (a known lens) or, by default, the rig camera's field of view.
 
 Identity is solved once over the clip: a joint maximum a posteriori fit over ``key_frames``
 frames spread over the clip (one shared identity [80], per frame pose [6] and expression [64];
-Gaussian priors as in ``rig.fitting``; Levenberg-Marquardt on the dense normal equations, the
-Jacobian by forward-mode automatic differentiation). A single frame cannot separate identity from
+Gaussian priors as in ``rig.fitting``; Levenberg-Marquardt through the Schur complement of the
+per-frame blocks, the exact Jacobian). A single frame cannot separate identity from
 expression (144 unknowns, 136 landmark coordinates); a dozen frames can. Every frame is then
 fitted with that identity held fixed (``rig.fitting.fit_landmarks``, batched), and frames whose
 landmark confidence is below ``min_confidence`` are left to the smoother to bridge.
@@ -92,22 +92,58 @@ class ClipFit:
     rms_px: np.ndarray
 
 
-def _projector(tm: TorchFaceModel, camera: Camera) -> Callable[[torch.Tensor], torch.Tensor]:
-    """params [150] (identity 80 | angles 3 | translation 3 | expression 64) -> the 68 image
-    landmarks [136] rig px, float64 (the keypoints' rows of the linear shape model)."""
-    ids = tm.keypoints
-    mean = tm.mean_shape.index_select(0, ids).double()  # [68, 3]
-    basis = tm.shape_basis.index_select(1, ids).double().reshape(N_ID + N_EXP, -1)  # [144, 204]
+class _KeypointModel:
+    """The linear shape model at the 68 keypoints, float64, and the pinhole projection of
+    posed keypoints with its exact Jacobian (params [K, 150]: identity 80 | angles 3 |
+    translation 3 | expression 64; image landmarks [K, 68, 2] rig px)."""
 
-    def image(params: torch.Tensor) -> torch.Tensor:
-        identity, local = params[:N_ID], params[N_ID:]
-        coefficients = torch.cat([identity, local[6:]])
-        unposed = (mean.reshape(-1) + coefficients @ basis).reshape(1, -1, 3)
-        rotation = rotation_matrix(local[None, :3])
-        posed = unposed @ rotation.transpose(1, 2) + local[None, None, 3:6]
-        return to_image_xy(project(camera, posed)[..., :2], camera).reshape(-1)
+    def __init__(self, tm: TorchFaceModel, camera: Camera) -> None:
+        ids = tm.keypoints
+        self.mean = tm.mean_shape.index_select(0, ids).double()  # [68, 3]
+        self.basis = tm.shape_basis.index_select(1, ids).double()  # [144, 68, 3]
+        self.camera = camera
 
-    return image
+    def _unposed(self, params: torch.Tensor) -> torch.Tensor:
+        coefficients = torch.cat([params[:, :N_ID], params[:, N_ID + 6 :]], dim=1)
+        return self.mean + torch.einsum("kc,cpm->kpm", coefficients, self.basis)
+
+    def _project(
+        self, unposed: torch.Tensor, angles: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
+        posed = unposed @ rotation_matrix(angles).transpose(1, 2) + t[:, None]
+        return to_image_xy(project(self.camera, posed)[..., :2], self.camera)
+
+    def image(self, params: torch.Tensor) -> torch.Tensor:
+        angles, t = params[:, N_ID : N_ID + 3], params[:, N_ID + 3 : N_ID + 6]
+        return self._project(self._unposed(params), angles, t)
+
+    def jacobian(self, params: torch.Tensor) -> torch.Tensor:
+        """d image / d params [K, 136, 150]: the coefficients and the translation in closed
+        form (the model is linear in them), the 3 angles by forward-mode differentiation."""
+        unposed = self._unposed(params)
+        angles, t = params[:, N_ID : N_ID + 3], params[:, N_ID + 3 : N_ID + 6]
+        rotation = rotation_matrix(angles)
+        posed = unposed @ rotation.transpose(1, 2) + t[:, None]
+        f, depth = self.camera.focal, self.camera.distance - posed[..., 2]
+        zero = torch.zeros_like(depth)
+        # x = f X / z' + c, y = size - 1 - (f Y / z' + c), z' = distance - Z.
+        d_image = torch.stack(
+            [
+                torch.stack([f / depth, zero, f * posed[..., 0] / depth**2], dim=-1),
+                torch.stack([zero, -f / depth, -f * posed[..., 1] / depth**2], dim=-1),
+            ],
+            dim=-2,
+        )  # [K, 68, 2, 3]
+        d_coefficients = torch.einsum("kpij,kjm,cpm->kpic", d_image, rotation, self.basis)
+
+        def by_angles(a: torch.Tensor, u: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
+            return self._project(u[None], a[None], tt[None])[0]
+
+        d_angles = torch.func.vmap(torch.func.jacfwd(by_angles))(angles, unposed, t)
+        k = len(params)
+        return torch.cat(
+            [d_coefficients[..., :N_ID], d_angles, d_image, d_coefficients[..., N_ID:]], dim=-1
+        ).reshape(k, -1, N_ID + _LOCAL)
 
 
 def solve_identity(
@@ -135,48 +171,48 @@ def solve_identity(
          start[:, GROUP_SLICES["expression"]]], dim=1,
     )
     identity = torch.zeros(N_ID, dtype=torch.float64)
-    image = _projector(tm, camera)
-    jacobian = torch.func.vmap(torch.func.jacfwd(image))  # 150 inputs: forward mode is ~7x faster
-    batched_image = torch.func.vmap(image)
-    # Unknowns: [identity 80 | frame 0 local 70 | frame 1 local 70 | ...].
-    per_frame = np.r_[np.zeros(6), np.full(N_EXP, expression_prior)]
-    prior = np.concatenate([np.full(N_ID, identity_prior), np.tile(per_frame, k)])
+    keypoints = _KeypointModel(tm, camera)
+    local_prior = np.r_[np.zeros(6), np.full(N_EXP, expression_prior)]  # [70] per frame
 
     def pack(identity: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
         return torch.cat([identity.expand(k, N_ID), local], dim=1)
 
     def cost(identity: torch.Tensor, local: torch.Tensor) -> float:
-        residual = (batched_image(pack(identity, local)) - target) / landmark_sigma
-        theta = np.concatenate([identity.numpy(), local.reshape(-1).numpy()])
-        return 0.5 * float(residual.square().sum()) + 0.5 * float((prior * theta**2).sum())
+        residual = keypoints.image(pack(identity, local)).reshape(k, -1) - target
+        prior = identity_prior * float(identity.square().sum()) + float(
+            (local_prior * local.numpy() ** 2).sum()
+        )
+        return 0.5 * float((residual / landmark_sigma).square().sum()) + 0.5 * prior
 
+    # Normal equations [[A, B], [Bᵀ, D]], D block-diagonal per frame: solved through the
+    # 80x80 Schur complement of D, so a step costs K small solves, not one (80 + 70K)² solve.
     damping = 1e-3
     current = cost(identity, local)
+    eye = np.eye(_LOCAL)
     for _ in range(steps):
         params = pack(identity, local)
-        residual = ((batched_image(params) - target) / landmark_sigma).numpy()  # [K, 136]
-        jac = (jacobian(params) / landmark_sigma).numpy()  # [K, 136, 150]
-        size = N_ID + _LOCAL * k
-        normal = np.zeros((size, size))
-        gradient = np.zeros(size)
-        for f in range(k):
-            j_id, j_local = jac[f][:, :N_ID], jac[f][:, N_ID:]
-            rows = slice(N_ID + _LOCAL * f, N_ID + _LOCAL * (f + 1))
-            normal[:N_ID, :N_ID] += j_id.T @ j_id
-            normal[:N_ID, rows] = j_id.T @ j_local
-            normal[rows, :N_ID] = normal[:N_ID, rows].T
-            normal[rows, rows] = j_local.T @ j_local
-            gradient[:N_ID] += j_id.T @ residual[f]
-            gradient[rows] = j_local.T @ residual[f]
-        theta = np.concatenate([identity.numpy(), local.reshape(-1).numpy()])
-        normal[np.diag_indices(size)] += prior
-        gradient += prior * theta
+        residual = ((keypoints.image(params).reshape(k, -1) - target) / landmark_sigma).numpy()
+        jac = (keypoints.jacobian(params) / landmark_sigma).numpy()  # [K, 136, 150]
+        j_id, j_local = jac[..., :N_ID], jac[..., N_ID:]
+        j_id_t, j_local_t = j_id.transpose(0, 2, 1), j_local.transpose(0, 2, 1)
+        a_block = (j_id_t @ j_id).sum(axis=0) + identity_prior * np.eye(N_ID)
+        b_blocks = j_id_t @ j_local  # [K, 80, 70]
+        d_blocks = j_local_t @ j_local + local_prior * eye
+        g_id = (j_id_t @ residual[..., None]).sum(axis=0)[:, 0] + identity_prior * identity.numpy()
+        g_local = (j_local_t @ residual[..., None])[..., 0] + local_prior * local.numpy()
         improved = False
         while damping < 1e8:
-            damped = normal + np.diag(damping * (np.diag(normal) + 1e-9))
-            step = np.linalg.solve(damped, -gradient)
-            trial_identity = identity + torch.from_numpy(step[:N_ID])
-            trial_local = local + torch.from_numpy(step[N_ID:].reshape(k, _LOCAL))
+            a_damped = a_block + np.diag(damping * (np.diag(a_block) + 1e-9))
+            diag_d = np.diagonal(d_blocks, axis1=1, axis2=2)
+            d_damped = d_blocks + (damping * (diag_d + 1e-9))[:, :, None] * eye
+            d_inv_bt = np.linalg.solve(d_damped, b_blocks.transpose(0, 2, 1))  # [K, 70, 80]
+            d_inv_g = np.linalg.solve(d_damped, g_local[..., None])[..., 0]  # [K, 70]
+            schur = a_damped - (b_blocks @ d_inv_bt).sum(axis=0)
+            rhs = -g_id + (b_blocks @ d_inv_g[..., None]).sum(axis=0)[:, 0]
+            step_id = np.linalg.solve(schur, rhs)
+            step_local: np.ndarray = -d_inv_g - d_inv_bt @ step_id
+            trial_identity = identity + torch.from_numpy(step_id)
+            trial_local = local + torch.from_numpy(step_local)
             trial = cost(trial_identity, trial_local)
             if trial < current:
                 improved = current - trial > 1e-10 * current
@@ -272,13 +308,13 @@ def _reprojection_rms(
     tm: TorchFaceModel, rig: np.ndarray, rig_points: np.ndarray, mapping: ClipCamera
 ) -> np.ndarray:
     """Landmark RMS error [M] in video px of fitted rig vectors [M, 257]."""
-    image = torch.func.vmap(_projector(tm, mapping.camera))
+    keypoints = _KeypointModel(tm, mapping.camera)
     params = torch.cat(
         [torch.as_tensor(rig[:, GROUP_SLICES["identity"]]),
          torch.as_tensor(rig[:, GROUP_SLICES["rotation"]]),
          torch.as_tensor(rig[:, GROUP_SLICES["translation"]]),
          torch.as_tensor(rig[:, GROUP_SLICES["expression"]])], dim=1,
     )
-    projected = image(params).numpy().reshape(len(rig), -1, 2)
+    projected = keypoints.image(params).numpy()
     error = np.linalg.norm(projected - rig_points, axis=-1)
     return np.sqrt((error**2).mean(axis=1)) / mapping.scale

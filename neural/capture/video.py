@@ -161,7 +161,7 @@ class FrameSource:
                     break
                 # Frame index / rate, not CAP_PROP_POS_MSEC: container timestamps of phone
                 # videos jitter; the scene samples at a fixed rate anyway.
-                yield np.ascontiguousarray(frame[..., ::-1]), index / self.info.fps
+                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), index / self.info.fps
                 index += 1
         finally:
             capture.release()
@@ -202,4 +202,4 @@ def _read_image(path: Path) -> np.ndarray:
     if image.dtype != np.uint8:
         image = np.clip(image.astype(np.float64) / np.iinfo(image.dtype).max * 255, 0, 255)
         image = image.round().astype(np.uint8)
-    return np.ascontiguousarray(image[..., ::-1])
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
