@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import bpy
 
+from . import file_status
 from .rig.atomic import atomic_open
 
 PROBE_TIMEOUT_S = 120.0
@@ -104,8 +105,14 @@ def package_location() -> tuple[str, str]:
 
 
 def python_executable(path: str) -> str:
-    """The interpreter the user chose: a file, or an environment folder holding one."""
+    """The interpreter the user chose: a file, or an environment folder holding one (checked
+    at most every few seconds per path: the preferences call this while drawing)."""
     resolved = bpy.path.abspath(path) if path else ""
+    return file_status.remembered(("python_executable", resolved),
+                                  lambda: _check_executable(resolved), DependencyError)
+
+
+def _check_executable(resolved: str) -> str:
     if not resolved:
         raise DependencyError(
             "Worker Python is set to 'External Python' but no path is set: choose the python "

@@ -305,10 +305,15 @@ def test_panels_read_no_file_on_redraw(addon, prefs, monkeypatch) -> None:
     card = _stylegan2_rig(addon, prefs)
     panels = [addon.module("panels.model").NFR_PT_model,
               addon.module("panels.face_rig").NFR_PT_face_rig]
+    sections = addon.module("preferences")
+    prefs.worker_python, prefs.external_python = "EXTERNAL", worker_python.WORKER_PYTHON
 
     def draw_all() -> None:
         for panel in panels:
             panel.draw(types.SimpleNamespace(layout=_Layout()), bpy.context)
+        for section in (sections.draw_face_model_section, sections.draw_models_section,
+                        sections.draw_worker_section):
+            section(_Layout(), prefs)
 
     bpy.context.view_layer.objects.active = card
     draw_all()  # the first draw may look at the files
@@ -331,6 +336,7 @@ def test_panels_read_no_file_on_redraw(addon, prefs, monkeypatch) -> None:
     prefs.face_model_path = "/nowhere/BFM_model_front.mat"  # a setting changed: look again
     draw_all()
     assert any("/nowhere/BFM_model_front.mat" in entry for entry in touched)
+    worker_python.configure(prefs)
 
 
 # -- the .blend records its model files ----------------------------------------------------------
