@@ -102,6 +102,14 @@ def _require_replaceable(target: Path) -> None:
                                 "write", str(target))
 
 
+def _create(temp: Path, target: Path, mode: str, **kwargs: Any) -> IO[Any]:
+    """Open ``temp``; errors name ``target`` (the file the user asked for), not the temporary."""
+    try:
+        return open(temp, mode, **kwargs)
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, str(target)) from None
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path`` for writing; it replaces ``path`` when the block
@@ -115,7 +123,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", **kwargs: Any) -
     clean_stale_temporaries(target.parent, target.name)
     temp = temporary_path(target)
     # "x" creates exclusively with the umask's permissions (mkstemp would force 0o600).
-    handle = open(temp, mode.replace("w", "x"), **kwargs)  # closed by the with below
+    handle = _create(temp, target, mode.replace("w", "x"), **kwargs)  # closed by the with below
     try:
         with handle:
             yield handle
@@ -151,9 +159,9 @@ class AtomicPair:
             clean_stale_temporaries(target.parent, target.name)
             _require_replaceable(target)
         temps = (temporary_path(self.targets[0]), temporary_path(self.targets[1]))
-        self.first = open(temps[0], "xb")
+        self.first = _create(temps[0], self.targets[0], "xb")
         try:
-            self.second = open(temps[1], "xb")
+            self.second = _create(temps[1], self.targets[1], "xb")
         except BaseException:
             self.first.close()
             temps[0].unlink(missing_ok=True)

@@ -425,3 +425,10 @@ def test_nfr_convert_output_equals_source(files, tmp_path: Path, name, capsys) -
 def test_nfr_convert_refuses_other_output_suffixes(files, tmp_path: Path) -> None:
     with pytest.raises(NeuralError, match=r"must be a \*\.safetensors file"):
         _run("convert", str(files["paths"]["tf"]), str(tmp_path / "out.pkl"))
+
+
+def test_a_missing_output_folder_is_named(files, tmp_path) -> None:
+    loaded = load_generator(files["paths"]["nvidia"])
+    with pytest.raises(CheckpointError, match=r"the folder .*nowhere does not exist; nothing was "
+                                              r"replaced"):
+        save_project(loaded, tmp_path / "nowhere" / "g.safetensors")

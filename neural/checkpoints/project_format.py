@@ -39,7 +39,12 @@ import safetensors.torch
 import torch
 
 from ...rig.atomic import AtomicPair
-from ...rig.file_limits import CHECKPOINT_MAX_BYTES, JSON_MAX_BYTES, read_regular_file
+from ...rig.file_limits import (
+    CHECKPOINT_MAX_BYTES,
+    JSON_MAX_BYTES,
+    describe_os_error,
+    read_regular_file,
+)
 from ..config_json import read_json_document
 from ..errors import CheckpointError, NeuralError
 from ..stylegan2.config import GeneratorConfigError, StyleGAN2Config
@@ -113,7 +118,7 @@ def write_artifact(
     except OSError as exc:
         raise CheckpointError(
             f"{path}: cannot write the artefact pair (weights + {sidecar.name}): "
-            f"{exc.strerror or exc}; nothing was replaced"
+            f"{describe_os_error(exc.filename or path, exc)}; nothing was replaced"
         ) from None
     return sidecar
 
