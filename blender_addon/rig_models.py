@@ -25,14 +25,14 @@ import bpy
 from bpy.app.handlers import persistent
 from bpy.types import Object
 
+from .contract import catalogue
 from .properties import is_face_rig, set_model_resolution
 
 DIGEST_CHUNK = 1 << 20
 SYNC_DIGEST_BYTES = 16 << 20
 TIMER_SECONDS = 0.5
-# Output size per backend when the model file does not say (non-project formats): the
-# architectures' own. A project .safetensors' sidecar states its size.
-DEFAULT_RESOLUTION = {"stylegan2": 1024, "stylerig": 1024, "discofacegan": 256}
+# Output size when neither the model file (a project .safetensors' sidecar states it) nor the
+# backend's catalogue entry says: FFHQ StyleGAN2's.
 FALLBACK_RESOLUTION = 1024
 
 _FileKey = tuple[str, int, int]
@@ -206,7 +206,14 @@ def model_resolution(path: str, backend: str) -> int:
                 return size
         except (OSError, ValueError, KeyError, TypeError):
             pass  # the worker reports a missing or damaged sidecar when it loads the model
-    return DEFAULT_RESOLUTION.get(backend, FALLBACK_RESOLUTION)
+    return default_resolution(backend)
+
+
+def default_resolution(backend: str) -> int:
+    """The backend's usual output size (contract catalogue), FALLBACK_RESOLUTION if it has
+    none or is unknown."""
+    spec = catalogue.BACKENDS.get(backend)
+    return (spec.default_resolution if spec is not None else None) or FALLBACK_RESOLUTION
 
 
 def model_path_changed(ob: Object) -> None:

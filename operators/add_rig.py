@@ -22,7 +22,7 @@ from ..preferences import addon_preferences, resolved_face_model_path
 from ..properties import BACKEND_ITEMS, is_face_rig, resolution_pixels, set_model_resolution
 from ..rig.errors import RigError
 from ..rig.face_model import load_face_model
-from ..rig_models import DEFAULT_RESOLUTION, FALLBACK_RESOLUTION, model_resolution
+from ..rig_models import default_resolution, model_resolution
 
 RIG_NAME = "FaceRig"
 RIG_SPACING = 1.25  # card sides between the centres of neighbouring rigs
@@ -72,8 +72,7 @@ class NFR_OT_add_rig(Operator):
         prefs = addon_preferences(context)
         backend = self._choose_backend(prefs)
         generator = model_files.model_paths(prefs, backend)["generator"]
-        full = (model_resolution(generator, backend) if generator
-                else DEFAULT_RESOLUTION.get(backend, FALLBACK_RESOLUTION))
+        full = model_resolution(generator, backend) if generator else default_resolution(backend)
         collection = context.collection
         scene = context.scene
         layout = portrait.portrait_layout()
