@@ -95,7 +95,10 @@ def _add_invert(photo_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help="optimisation learning rate")
     p.add_argument("--feature-weight", type=float, default=0.0,
                    help="weight of the e4e feature loss in the refinement (needs --encoder)")
-    p.add_argument("--lpips", help="LPIPS weights (not available in this version: refused)")
+    p.add_argument("--lpips-weight", type=float, default=0.0,
+                   help="weight of the LPIPS loss in the refinement (needs the two files below)")
+    p.add_argument("--lpips-lin", help="the lpips package's weights/v0.1/vgg.pth")
+    p.add_argument("--lpips-vgg", help="torchvision's vgg16-397923af.pth")
     p.add_argument("--average-w-id", help="DiscoFaceGAN's average_w_id.txt")
     p.add_argument("--stylerig", help="the StyleRig file of the generator")
     p.add_argument("--device", default="cpu")
@@ -110,13 +113,14 @@ def _run_invert(args: argparse.Namespace) -> int:
     from .photo.pipeline import InvertRequest, invert_photo
 
     refine = RefineOptions(steps=args.steps, lr=args.lr or 0.01,
-                           feature_weight=args.feature_weight, lpips=args.lpips)
+                           feature_weight=args.feature_weight, lpips_weight=args.lpips_weight)
     dfg = DFGInvertOptions(steps=args.steps or 100, lr=args.lr or 0.02)
     request = InvertRequest(
         photo=args.image, weights=args.weights, backend=args.backend, encoder=args.encoder,
         rnet=args.rnet, face_model=args.face_model, lm3d=args.lm3d, face_index=args.face,
         detector=args.detector, refine=refine, dfg=dfg, average_w_id=args.average_w_id,
-        stylerig=args.stylerig, device=args.device,
+        stylerig=args.stylerig, lpips_lin=args.lpips_lin, lpips_vgg=args.lpips_vgg,
+        device=args.device,
     )
     last = [""]
 

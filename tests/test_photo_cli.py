@@ -147,8 +147,9 @@ def test_no_face_cancel_and_damaged_face_file(files, tmp_path, capsys):
                                    encoder=str(files["e4e"])),
                      progress=lambda stage, done, total: stages.append(stage), cancel=cancel)
     assert run("photo", "invert", files["photo"], "--weights", files["e4e"], "--out", out,
-               "--lpips", "vgg.pth") == 2
-    assert "refinement option lpips" in capsys.readouterr().err
+               "--encoder", files["e4e"], "--steps", 1, "--lpips-weight", 1.0) == 2
+    assert "refinement option lpips_weight: LPIPS needs" in capsys.readouterr().err
+    assert not out.exists()
     face = FaceFile("stylegan2", "ab" * 32, np.zeros(257, np.float32),
                     np.zeros(257, np.float32), np.zeros((68, 2), np.float32),
                     w_plus=np.ones((8, 512), np.float32), meta={"model": {"path": "g.pt"}})

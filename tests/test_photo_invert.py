@@ -59,8 +59,8 @@ def test_refinement_cancel_and_refused_options(stylegan):
     with pytest.raises(InversionCancelled, match="after 3 of 50 steps"):
         refine_wplus(synthesis, target, start, RefineOptions(steps=50),
                      cancel=lambda: next(checks))
-    with pytest.raises(PhotoError, match="refinement option lpips"):
-        RefineOptions(steps=5, lpips="vgg.pth")
+    with pytest.raises(PhotoError, match="refinement option lpips_weight: LPIPS needs its"):
+        refine_wplus(synthesis, target, start, RefineOptions(steps=5, lpips_weight=1.0))
     with pytest.raises(PhotoError, match="feature_weight needs the e4e encoder"):
         refine_wplus(synthesis, target, start, RefineOptions(steps=1, feature_weight=1.0))
     with pytest.raises(PhotoError, match="step budget"):

@@ -10,8 +10,9 @@ with G the generator's synthesis (constant noise), I the FFHQ-aligned photo at t
 generator's resolution in [-1, 1], pool an area average to ``loss_size`` px (pSp compares at
 256) and f_k the e4e encoder's own IR-SE features c1, c2, c3 of the 256 px images (a
 perceptual distance available offline with the file the user already has). The last term keeps
-the result near e4e's editable region. LPIPS is not part of this release: asking for it is
-refused by name.
+the result near e4e's editable region. ``lpips_weight`` adds LPIPS (VGG, v0.1) between the
+256 px images, from the weight files the user supplies (``photo.lpips``); asking for it
+without them is refused by name.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ import torch.nn.functional as F
 
 from . import PhotoError
 from .e4e_encoder import INPUT_SIZE, E4EEncoder
+from .lpips import LPIPS
 from .optimise import Cancel, Progress, adam_minimise, check_budget
+
+LPIPS_FILES_MESSAGE = (
+    "refinement option lpips_weight: LPIPS needs its weight files, which are not shipped: "
+    "give --lpips-lin (the lpips package's weights/v0.1/vgg.pth) and --lpips-vgg "
+    "(torchvision's vgg16-397923af.pth)"
+)
 
 Synthesis = Callable[[torch.Tensor], torch.Tensor]
 """W+ [1, num_ws, w_dim] -> image [1, 3, R, R] in [-1, 1], differentiable in W+."""
@@ -42,17 +50,11 @@ class RefineOptions:
     feature_weight: float = 0.0
     latent_weight: float = 1e-3
     loss_size: int = 256
-    lpips: str | None = None
+    lpips_weight: float = 0.0
 
     def __post_init__(self) -> None:
         check_budget(self.steps)
-        if self.lpips is not None:
-            raise PhotoError(
-                "refinement option lpips: LPIPS is not available in this version (it needs "
-                "VGG-16 and LPIPS weight files, not implemented); use the pixel and e4e "
-                "feature losses (feature_weight)"
-            )
-        for name in ("lr", "pixel_weight", "feature_weight", "latent_weight"):
+        for name in ("lr", "pixel_weight", "feature_weight", "latent_weight", "lpips_weight"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and value >= 0 and value == value):
                 raise PhotoError(f"refinement option {name}: expected a number >= 0, "
@@ -95,12 +97,15 @@ def refine_wplus(
     features: Features | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    lpips: LPIPS | None = None,
 ) -> Refinement:
     """Refine ``ws_start`` [1, num_ws, w_dim] so the synthesis matches ``target``
     [1, 3, R, R] in [-1, 1] (the module docstring's energy)."""
     if options.feature_weight > 0 and features is None:
         raise PhotoError("refinement option feature_weight needs the e4e encoder's features "
                          "(give the e4e checkpoint)")
+    if options.lpips_weight > 0 and lpips is None:
+        raise PhotoError(LPIPS_FILES_MESSAGE)
     start = ws_start.detach().float()
     ws = start.clone().requires_grad_(True)
     target = target.detach().float()
@@ -119,6 +124,9 @@ def refine_wplus(
             assert features is not None
             for made, wanted in zip(features(image), target_features, strict=True):
                 total = total + options.feature_weight * F.mse_loss(made, wanted)
+        if lpips is not None and options.lpips_weight > 0:
+            total = total + options.lpips_weight * lpips(pool_to(image, 256),
+                                                         pool_to(target, 256)).mean()
         return total + options.latent_weight * (ws - start).square().mean()
 
     losses = adam_minimise([ws], loss, options.steps, options.lr, progress, cancel)

@@ -40,7 +40,12 @@ from .align import (
 from .detect import default_detector, detect_face, read_photo
 from .face_file import FaceFile
 from .invert_dfg import DFGInvertOptions, invert_dfg
-from .invert_stylegan import RefineOptions, encoder_features, refine_wplus
+from .invert_stylegan import (
+    LPIPS_FILES_MESSAGE,
+    RefineOptions,
+    encoder_features,
+    refine_wplus,
+)
 from .optimise import Cancel, InversionCancelled
 from .rig_values import SOURCE_LANDMARKS, photo_rig
 
@@ -67,6 +72,8 @@ class InvertRequest:
     dfg: DFGInvertOptions = field(default_factory=DFGInvertOptions)
     average_w_id: str | None = None
     stylerig: str | None = None
+    lpips_lin: str | None = None
+    lpips_vgg: str | None = None
     device: str = "cpu"
 
 
@@ -278,9 +285,16 @@ def _invert_stylegan(
 
         features = (encoder_features(encoder) if encoder is not None
                     and request.refine.feature_weight > 0 else None)
+        lpips = None
+        if request.refine.lpips_weight > 0:
+            if not (request.lpips_lin and request.lpips_vgg):
+                raise PhotoError(LPIPS_FILES_MESSAGE)
+            from .lpips import load_lpips
+
+            lpips = load_lpips(request.lpips_lin, request.lpips_vgg, request.device)
         result = refine_wplus(synthesis, _image_tensor(full.image).to(request.device), ws,
                               request.refine, features, _step_progress(progress, "refine"),
-                              cancel)
+                              cancel, lpips)
         ws, losses = result.ws, result.losses
     backend, rig, files = "stylegan2", (photo_values.to_vector() if photo_values is not None
                                         else np.zeros(RIG_SIZE, np.float32)), {}
