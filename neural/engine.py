@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import NeuralError
+from .stylegan2 import kernels
 from .stylegan2.config import StyleGAN2Config
 from .stylegan2.generator import (
     Generator,
@@ -134,22 +135,11 @@ def bf16_supported(device: torch.device | str = "cpu") -> bool:
         return bool(torch.cuda.is_bf16_supported())
     if device.type != "cpu":
         return False
-    if "AVX512" not in torch.backends.cpu.get_cpu_capability():
+    features = kernels.read_cpu_features()
+    if "AVX512" not in features.capability or not features.has_native(torch.bfloat16):
         return False
-    native = False
-    probe_names = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    probes = [p for p in (getattr(torch.cpu, n, None) for n in probe_names) if callable(p)]
-    if probes:
-        native = any(bool(p()) for p in probes)
-    elif sys.platform.startswith("linux"):
-        try:
-            with open("/proc/cpuinfo") as f:
-                flags = f.read()
-        except OSError:
-            return False
-        native = "avx512_bf16" in flags or "amx_bf16" in flags
     mkldnn_probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return native and bool(mkldnn_probe() if mkldnn_probe is not None else False)
+    return bool(mkldnn_probe() if mkldnn_probe is not None else False)
 
 
 def default_precision(device: torch.device | str, config: StyleGAN2Config) -> Precision:

@@ -52,8 +52,9 @@ class CpuFeatures:
         return " or ".join(NATIVE_FEATURES.get(dtype, ()))
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_features() -> CpuFeatures:
+def read_cpu_features() -> CpuFeatures:
+    """The CPU's features now (uncached; ``cpu_features`` caches them for the process).
+    torch's own probes decide the flags they cover; /proc/cpuinfo the others."""
     flags: set[str] = set()
     if sys.platform.startswith("linux"):
         try:
@@ -68,14 +69,20 @@ def cpu_features() -> CpuFeatures:
               "amx_fp16": "_is_amx_fp16_supported"}
     for flag, name in probes.items():
         probe = getattr(torch.cpu, name, None)
-        if callable(probe) and probe():
-            flags.add(flag)
+        if callable(probe):
+            (flags.add if probe() else flags.discard)(flag)
     relevant = {f for f in flags if f.startswith(("avx", "amx", "fma", "f16c"))}
     return CpuFeatures(
         capability=torch.backends.cpu.get_cpu_capability(),
         flags=frozenset(relevant),
         onednn=bool(torch.backends.mkldnn.is_available()),
     )
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_features() -> CpuFeatures:
+    """``read_cpu_features`` once per process."""
+    return read_cpu_features()
 
 
 @functools.cache
