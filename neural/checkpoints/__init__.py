@@ -99,10 +99,18 @@ def detect_container(path: str | os.PathLike[str]) -> str:
     for magic, what in _NOT_CHECKPOINTS.items():
         if head.startswith(magic):
             raise CheckpointError(f"{label}: this is {what}, not a model checkpoint")
+    # The file's bytes are never echoed: a path sent to the worker may be any file.
     raise CheckpointError(
-        f"{label}: unknown file format (first bytes {head[:8].hex(' ')}); expected a StyleGAN2 "
-        ".pkl (NVIDIA or TensorFlow), a rosinality/e4e .pt or a converted .safetensors"
+        f"{label}: unknown file format: expected a StyleGAN2 .pkl (NVIDIA or TensorFlow), a "
+        "rosinality/e4e .pt or a converted .safetensors, found none of their signatures"
     )
+
+
+def _some_keys(data: dict[object, object], shown: int = 8) -> str:
+    """The first keys of a dict, for a message (a crafted file may hold millions)."""
+    keys = sorted(str(k)[:40] for k in list(data)[:1000])
+    more = f" and {len(data) - shown} more" if len(data) > shown else ""
+    return f"{keys[:shown]}{more}"
 
 
 def _read_pickle(path: Path, label: str) -> tuple[str, ReadResult]:
@@ -113,7 +121,7 @@ def _read_pickle(path: Path, label: str) -> tuple[str, ReadResult]:
         isinstance(data, tuple) and any(isinstance(x, TFNetworkState) for x in data)
     ):
         return TF_PKL, read_tf_pkl(data, label)
-    found = f"a dict with keys {sorted(map(str, data))}" if isinstance(data, dict) else (
+    found = f"a dict with keys {_some_keys(data)}" if isinstance(data, dict) else (
         f"a {type(data).__name__}"
     )
     raise CheckpointError(
@@ -128,7 +136,7 @@ def _read_torch(path: Path, label: str) -> tuple[str, ReadResult]:
         return E4E, read_e4e(ckpt, label)
     if isinstance(ckpt, dict) and "g_ema" in ckpt:
         return ROSINALITY, read_rosinality(ckpt, label)
-    found = f"keys {sorted(map(str, ckpt))}" if isinstance(ckpt, dict) else type(ckpt).__name__
+    found = f"keys {_some_keys(ckpt)}" if isinstance(ckpt, dict) else type(ckpt).__name__
     raise CheckpointError(
         f"{label}: a torch checkpoint, but neither rosinality ('g_ema') nor e4e "
         f"('state_dict' with decoder.*): found {found}"
