@@ -1,4 +1,4 @@
-"""SeFa: closed-form factorisation of a StyleGAN2's style affines (METHODS §2).
+"""SeFa: closed-form factorisation of a StyleGAN2's style affines (Shen & Zhou, CVPR 2021).
 
 For a set of W+ indices, the style-affine weights A_l [Cin_l, w_dim] of the layers those
 indices drive (index 0 -> b4.conv1, 2k-1 -> conv0 and 2k -> conv1 of the block at 2^(k+2),

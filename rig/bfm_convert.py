@@ -1,7 +1,7 @@
 """Build Deep3DFaceRecon's ``BFM_model_front.mat`` from the files a user downloads themselves.
 
 Inputs (FILES): the Basel Face Model 2009, Guo et al.'s expression PCA (``Exp_Pca.bin``) and
-four index/metadata files from the Deep3DFaceRecon_pytorch repository. Maths (METHODS 4.1):
+four index/metadata files from the Deep3DFaceRecon_pytorch repository. Maths:
 
     shape/texture vertices = trimIndex[idx]      (BFM 2009 mesh, 53,490 vertices)
     expression vertices    = idx                 (expression mesh, 53,215 vertices)
@@ -129,7 +129,7 @@ def _require_inputs(paths: dict[str, Path]) -> None:
 
 
 def _build_model(paths: dict[str, Path]) -> FaceModel:
-    """The face model from the six inputs (METHODS 4.1), every input checked on the way."""
+    """The face model from the six inputs, every input checked on the way."""
     bfm = _read(paths, "morphable_model_mat", _BFM_KEYS)
     shape_mu = bfm.vector("shapeMU", meaning="x y z per BFM vertex")
     if shape_mu.size % 3:

@@ -25,7 +25,7 @@ def distinct_params() -> RigParams:
 
 
 def test_canonical_layout_is_deep3dfacerecon_order():
-    # METHODS §4.2: id [0:80], exp [80:144], tex [144:224], angles [224:227],
+    # Deep3DFaceRecon order: id [0:80], exp [80:144], tex [144:224], angles [224:227],
     # gamma [227:254], trans [254:257].
     assert RIG_SIZE == 257
     assert [name for name, _ in GROUPS] == [
@@ -216,7 +216,7 @@ def test_sample_only_some_groups_keeps_the_base():
 def test_discofacegan_order_and_round_trip():
     params = distinct_params()
     dfg = params.to_dfg_vector()
-    # METHODS §3: [id 80 | tex 80 | exp 64 | rot 3 | gamma 27] = 254.
+    # DiscoFaceGAN order: [id 80 | tex 80 | exp 64 | rot 3 | gamma 27] = 254.
     assert dfg.shape == (254,)
     np.testing.assert_array_equal(dfg[0:80], params.identity)
     np.testing.assert_array_equal(dfg[80:160], params.reflectance)

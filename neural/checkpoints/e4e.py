@@ -1,4 +1,4 @@
-"""The StyleGAN2 decoder inside an encoder4editing checkpoint (METHODS §6.1).
+"""The StyleGAN2 decoder inside an encoder4editing checkpoint.
 
 An e4e file is a ``torch.save`` dict: ``state_dict`` holds the pSp module (``encoder.*`` and
 ``decoder.*``, the decoder being a rosinality Generator), ``opts`` the training options and

@@ -1,6 +1,6 @@
 """NVIDIA PyTorch ``.pkl`` snapshots (stylegan2-ada-pytorch, stylegan3 repo's StyleGAN2).
 
-The snapshot dict's ``G_ema`` is a tree of :class:`PersistentRecord` (METHODS §1.6). Its
+The snapshot dict's ``G_ema`` is a tree of :class:`PersistentRecord`. Its
 tensors are collected into NVIDIA's flat ``state_dict()`` names; the architecture comes from
 the constructor kwargs recorded in the pickle (ada nests ``mapping_kwargs`` /
 ``synthesis_kwargs``; the stylegan3 repo passes synthesis kwargs flat), falling back on the
@@ -22,7 +22,7 @@ from .safe_pickle import PersistentRecord
 
 _GENERATOR_ARGS = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs")
 # Defaults of the two repositories' SynthesisNetwork/SynthesisBlock/MappingNetwork
-# (METHODS §1.1, §1.8).
+# (stylegan2-ada-pytorch and the stylegan3 repository).
 _ADA_DEFAULTS: dict[str, Any] = {"num_fp16_res": 0, "conv_clamp": None, "w_avg_beta": 0.995}
 _SG3_DEFAULTS: dict[str, Any] = {"num_fp16_res": 4, "conv_clamp": 256, "w_avg_beta": 0.998}
 _SG3_KEY = re.compile(r"synthesis\.(input\.|L\d+_)")

@@ -1,4 +1,4 @@
-"""rosinality/stylegan2-pytorch checkpoints (METHODS §1.9).
+"""rosinality/stylegan2-pytorch checkpoints.
 
 Two shapes of file, both ``torch.save`` dicts read by the bounded torch-file reader:
 converted weights ``{'g_ema', 'latent_avg'}`` (``convert_weight.py``) and training

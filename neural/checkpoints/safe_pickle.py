@@ -1,4 +1,4 @@
-"""Allow-listed unpickling of model files: data only, never code (METHODS §1.6, §1.7).
+"""Allow-listed unpickling of model files: data only, never code.
 
 NVIDIA ``.pkl`` snapshots embed the source of their networks and their own loader executes it.
 This reader resolves only the globals a weights file needs, each to a checked stand-in:

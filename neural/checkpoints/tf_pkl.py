@@ -1,4 +1,4 @@
-"""Original TensorFlow StyleGAN2 ``.pkl`` files, read without TensorFlow (METHODS §1.7).
+"""Original TensorFlow StyleGAN2 ``.pkl`` files, read without TensorFlow.
 
 The pickle is a 3-tuple (G, D, Gs) of ``dnnlib.tflib.network.Network`` states; ``Gs`` (the
 moving-average generator) is converted. Its variables are numpy arrays under TF scope names;

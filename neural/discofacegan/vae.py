@@ -8,7 +8,7 @@ key to a ``BundleHeaderProto`` and every tensor name to a ``BundleEntryProto`` (
 shard_id, offset, size, masked crc32c of the raw bytes); the bytes live in
 ``<prefix>.data-{shard:05d}-of-{num_shards:05d}``.
 
-The VAEs (METHODS §3, TwoStageVAE stage 1), per factor f in id/exp/gamma/rot: encoder
+The VAEs (TwoStageVAE stage 1), per factor f in id/exp/gamma/rot: encoder
 ``f/stage1/encoder/fc{0,1,2}`` (dense + ReLU) -> ``dense`` (mu) and ``dense_1`` (log sd);
 decoder ``f/stage1/decoder/fc{0,1,2}`` (dense + ReLU) -> ``x_hat`` (linear). Kernels are
 [in, out]. Decoders turn N(0, I) draws into coefficients, encoders map coefficients back to
@@ -377,7 +377,7 @@ class FactorSpec:
     hidden: int
 
 
-# Released sizes (METHODS §3): id 160 -> 128 (512 wide), exp 64 -> 32 (256), gamma 27 -> 16
+# Released sizes: id 160 -> 128 (512 wide), exp 64 -> 32 (256), gamma 27 -> 16
 # (128), rot 3 -> 3 (32).
 RELEASED: dict[str, FactorSpec] = {
     "id": FactorSpec("id", 160, 128, 512),
