@@ -28,10 +28,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from .contract import protocol as wp
+from .contract.latest import LatestWins
 from .contract.protocol import FaceImage, RenderJob, WorkerEvent
 
 STDERR_LINES_KEPT = 20
 STOP_TIMEOUT = 5.0
+HEARTBEAT_SECONDS = 2.0
+"""A ping goes out this often while requests are outstanding (the worker answers pings from
+its command thread, also while a render or a model load runs)."""
+FROZEN_AFTER = 20.0
+"""Seconds without any reply to pings before the worker counts as frozen: a stopped or
+deadlocked process, never a slow model load (the worker keeps answering pings meanwhile)."""
 Result = FaceImage | WorkerEvent
 
 
@@ -70,7 +77,7 @@ class WorkerClient:
         self._proc: subprocess.Popen[bytes] | None = None
         self._threads: list[threading.Thread] = []
         self._events: collections.deque[WorkerEvent] = collections.deque()
-        self._images: dict[str, FaceImage] = {}  # newest image per target
+        self._images: LatestWins[FaceImage] = LatestWins()  # newest image per target
         self._waiters: dict[int, queue.Queue[Result]] = {}
         self._slots: dict[str, shared_memory.SharedMemory] = {}
         self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
@@ -79,6 +86,10 @@ class WorkerClient:
         self.info: dict[str, Any] = {}
         self.status = "not started"
         self.crashes = 0
+        self.frozen_after = FROZEN_AFTER
+        self._last_reply = time.monotonic()  # any line from the worker
+        self._last_ping = 0.0
+        self._frozen_reported = False
 
     # -------------------------------------------------------------- process
 
@@ -111,6 +122,8 @@ class WorkerClient:
                 raise WorkerError(self.status) from None
             self._proc = proc
             self.status = "starting"
+            self._last_reply = time.monotonic()
+            self._frozen_reported = False
             assert proc.stdout is not None and proc.stderr is not None
             self._threads = [
                 threading.Thread(target=self._read_replies, args=(proc, proc.stdout),
@@ -154,6 +167,22 @@ class WorkerClient:
         self._close_slots()
         self.status = "stopped"
 
+    def end_frozen(self) -> None:
+        """Kill a worker that stopped answering (SIGKILL: a stopped or deadlocked process
+        ignores a quit message and SIGTERM); the next request starts a new one."""
+        with self._lock:
+            self._stopping = True
+            proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+        self._join_threads()
+        self._close_slots()
+        self.crashes += 1
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -169,15 +198,59 @@ class WorkerClient:
         """Ask for the SeFa directions of ``job``'s model over W+ rows ``layers``."""
         return self._submit(lambda ident: wp.directions_message(ident, job, tuple(layers)))
 
+    def request_job(self, kind: str, job: RenderJob) -> int:
+        """Send an ``estimate`` or ``load`` request for ``job`` (protocol.job_message)."""
+        return self._submit(lambda ident: wp.job_message(kind, ident, job))
+
     def poll(self) -> list[Result]:
         """Everything that arrived since the last call (never blocks): events in order, then
         the newest image of each target."""
         with self._lock:
             results: list[Result] = list(self._events)
             self._events.clear()
-            results.extend(self._images.values())
-            self._images.clear()
+            results.extend(self._images.take_all())
         return results
+
+    # -------------------------------------------------------------- liveness
+
+    @property
+    def last_sent(self) -> int:
+        """Id of the newest request sent to the current process."""
+        return self._last_sent
+
+    def seconds_silent(self) -> float:
+        """Seconds since the worker last sent anything."""
+        return time.monotonic() - self._last_reply
+
+    def is_frozen(self) -> bool:
+        """Running, pinged, and silent for longer than ``frozen_after`` seconds."""
+        return (self.is_running() and self._last_ping > self._last_reply
+                and self.seconds_silent() > self.frozen_after)
+
+    def heartbeat(self) -> bool:
+        """Ping the worker if the last ping is HEARTBEAT_SECONDS old; returns False (and
+        reports a ``frozen`` event once) when the worker has stopped answering. Call it while
+        waiting for results; it never blocks."""
+        if not self.is_running():
+            return True
+        now = time.monotonic()
+        if now - self._last_ping >= min(HEARTBEAT_SECONDS, self.frozen_after / 4):
+            self._last_ping = now
+            try:
+                with self._lock:
+                    self._send({"type": wp.PING, "id": next(self._ids)})
+            except (OSError, ValueError):
+                return True  # the reader thread reports the crash
+        if not self.is_frozen():
+            return True
+        if not self._frozen_reported:
+            self._frozen_reported = True
+            self.status = (f"worker not responding for {self.seconds_silent():.0f} s (frozen?); "
+                           "it is restarted with the next update")
+            with self._lock:
+                self._events.append(WorkerEvent("frozen", None, "", self.status,
+                                                {"last_request": self._last_sent}))
+        return False
 
     def submit(self, job: RenderJob) -> PendingRequest:
         """Send ``job`` for its final result only, which the returned handle collects
@@ -198,6 +271,8 @@ class WorkerClient:
             self._waiters.pop(ident, None)
 
     def _submit(self, make: Any, waiter: queue.Queue[Result] | None = None) -> int:
+        if self.is_frozen():
+            self.end_frozen()
         with self._lock:
             if not self.is_running():
                 self.start()
@@ -225,6 +300,10 @@ class WorkerClient:
 
     def _read_replies(self, proc: subprocess.Popen[bytes], stream: IO[bytes]) -> None:
         for line in stream:
+            self._last_reply = time.monotonic()
+            if self._frozen_reported:
+                self._frozen_reported = False
+                self.status = "ready (answering again)"
             try:
                 message = wp.decode(line, wp.WORKER_MESSAGES)
                 self._dispatch(proc, message)
@@ -253,6 +332,8 @@ class WorkerClient:
             self.info = message
             self.status = f"ready ({message.get('device')}, torch {message.get('torch')})"
             self._deliver(WorkerEvent("ready", None, "", self.status, message))
+        elif kind == wp.PONG:
+            pass  # _last_reply is all a heartbeat is for
         elif kind != wp.BYE:
             target = str(message.get("target") or "")
             ident = message.get("id")
@@ -274,6 +355,7 @@ class WorkerClient:
         return FaceImage(
             request_id=int(message["id"]), target=str(message.get("target") or ""),
             block=int(message["block"]), size=size, final=bool(message["final"]),
+            final_size=int(message.get("final_size") or size),
             pixels=pixels, model_sha256=str(message.get("model") or ""),
             untrained=bool(message.get("untrained")), seconds=float(message.get("seconds", 0)),
         )
@@ -284,7 +366,7 @@ class WorkerClient:
             if waiter is not None:
                 waiter.put(result)
             elif isinstance(result, FaceImage):
-                self._images[result.target] = result
+                self._images.put(result.target, result.request_id, result)
             else:
                 self._events.append(result)
 
@@ -340,14 +422,22 @@ class PendingRequest:
         return self._done
 
     def wait(self, timeout: float) -> Result:
+        """The result, waiting at most ``timeout`` seconds, and less when the worker stops
+        answering its heartbeat (``frozen_after``): then WorkerError says so and the frozen
+        process is ended (the next request starts a new one)."""
         deadline = time.monotonic() + timeout
         while self._done is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._client._forget(self.id)
                 raise WorkerError(f"no result from the worker after {timeout:.0f} s")
+            if not self._client.heartbeat():
+                self._client._forget(self.id)
+                message = self._client.status
+                self._client.end_frozen()
+                raise WorkerError(message)
             try:
-                self._take(self._waiter.get(timeout=remaining))
+                self._take(self._waiter.get(timeout=min(remaining, 0.25)))
             except queue.Empty:
                 continue
         return self._done

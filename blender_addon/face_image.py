@@ -60,15 +60,6 @@ def image_nodes(image: Image) -> Iterator[ShaderNodeTexImage]:
                 yield node
 
 
-def tag_shading_update(image: Image) -> None:
-    """Make renders with Cycles persistent data pick up new pixels: it ignores pixel edits
-    and tag calls, but not a changed node property. Flip the extension of every node showing
-    ``image`` between EXTEND and MIRROR, which sample the same texels inside the 0..1 UVs
-    (setting a value and back in one call is not seen either)."""
-    for node in image_nodes(image):
-        node.extension = "MIRROR" if node.extension == "EXTEND" else "EXTEND"
-
-
 def pack_for_save(image: Image) -> None:
     """Embed the current pixels in the .blend as float EXR (a reopened file shows them)."""
     if image.source not in {"GENERATED", "FILE"} or not image.has_data:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import collections
 import os
+import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -31,9 +32,19 @@ import numpy as np
 from bpy.app.handlers import persistent
 from bpy.types import Depsgraph, Object, Scene
 
-from . import dependencies, face_image, file_status, model_files, portrait, properties, rig_props
+from . import (
+    dependencies,
+    face_image,
+    file_status,
+    model_files,
+    portrait,
+    properties,
+    rig_estimate,
+    rig_props,
+)
 from .bridge import WorkerClient, WorkerError
-from .contract import catalogue
+from .contract import catalogue, protocol
+from .contract.latest import LatestWins, obsolete
 from .contract.protocol import FaceImage, RenderJob, WorkerEvent
 from .preferences import addon_preferences
 
@@ -41,7 +52,13 @@ POLL_BUDGET = 0.012  # seconds of main-thread time per poll: stays well inside a
 POLL_BUSY = 1.0 / 60.0
 POLL_IDLE = 0.25
 STREAM_FROM = 32  # smaller blocks are blurs not worth a texture upload
-BLOCKING_TIMEOUT = 900.0  # a first 1024 px render on a slow CPU, model load included
+BLOCKING_TIMEOUT = 300.0
+"""Longest wait for one frame's final face (renders, bakes, farm frames). A first 1024 px
+frame on a slow CPU, model load included, takes well under a minute; a frozen worker is
+caught much sooner by the client's heartbeat (bridge.FROZEN_AFTER, 20 s)."""
+FAILED_FRAME_EXIT_CODE = 3
+"""Exit code of ``blender -b`` when a frame's face cannot be rendered (the rig's
+``failure_placeholder`` off): a farm must not keep a frame with a wrong face."""
 DEFAULT_IMAGE_SIZE = 256
 STATS_KEPT = 2000
 
@@ -52,10 +69,12 @@ class LiveError(Exception):
 
 _client: WorkerClient | None = None
 _requests: dict[int, tuple[str, str]] = {}  # request id -> (face image name, job key)
-_arrived: dict[str, FaceImage] = {}  # newest image per face not yet written
+_arrived: LatestWins[FaceImage] = LatestWins()  # newest image per face not yet written
 _shown: dict[str, str] = {}  # face image name -> job key of the final image it shows
 _status: dict[str, str] = {}  # face image name -> what happened last
 _directions: dict[str, tuple[tuple[int, ...], int]] = {}  # face -> (W+ rows, count)
+_estimating: dict[int, tuple[str, str]] = {}  # estimate request id -> (face, estimate key)
+_touched: dict[str, str] = {}  # image node path -> its extension before a persistent render
 _paused = 0
 _rendering = False  # between render_init and render_complete/cancel: previews wait
 ERROR_COLOUR = (1.0, 0.0, 1.0, 1.0)  # a frame whose face failed is unmistakable
@@ -180,8 +199,39 @@ def request_update(ob: Object, depsgraph: Depsgraph | None = None) -> int | None
     face_image.ensure_face_image(name, job.state.resolution or DEFAULT_IMAGE_SIZE)
     _requests[ident] = (name, job.key())
     _status[name] = "updating"
+    _request_estimate(ob, job)
     _ensure_timer()
     return ident
+
+
+def _request_estimate(ob: Object, job: RenderJob) -> None:
+    """Ask for the rig values of ``ob``'s base face when its backend reads them and they
+    are not known for this base face yet (new rig, other seed, truncation or model)."""
+    if not catalogue.backend(job.state.backend).estimate:
+        return
+    key = rig_estimate.estimate_key(job)
+    if rig_estimate.stored_key(ob) == key or key in {k for _, k in _estimating.values()}:
+        return
+    try:
+        ident = client().request_job(protocol.ESTIMATE, job)
+    except WorkerError as exc:
+        _status[face_name(ob)] = str(exc)
+        return
+    _estimating[ident] = (face_name(ob), key)
+
+
+def _apply_estimate(event: WorkerEvent) -> None:
+    """Store the estimate on its rig and move the sliders of the groups its backend honours
+    there (the face then renders as its own base face: no edit asked)."""
+    name, key = _estimating.pop(event.request_id or 0, ("", ""))
+    values = event.data.get("rig")
+    if not name or values is None:
+        return
+    for ob in bpy.data.objects:
+        if properties.is_face_rig(ob) and face_name(ob) == name:
+            params = rig_estimate.store(ob, np.asarray(values, np.float32), key)
+            groups = catalogue.backend(ob.face_rig.backend).groups
+            rig_props.set_rig_params(ob, params, groups)
 
 
 def render_now(ob: Object, depsgraph: Depsgraph | None = None) -> bool:
@@ -198,7 +248,7 @@ def render_now(ob: Object, depsgraph: Depsgraph | None = None) -> bool:
     assert isinstance(result, FaceImage)
     image = face_image.ensure_face_image(name, result.size)
     _write(image, result)
-    face_image.tag_shading_update(image)
+    _tag_for_persistent_render(image)
     _shown[name] = key
     _status[name] = _done_text(result)
     return True
@@ -241,16 +291,18 @@ def poll_once() -> float | None:
         for result in _client.poll():
             handled += 1
             if isinstance(result, FaceImage):
-                _arrived[result.target] = result
+                _arrived.put(result.target, result.request_id, result)
             else:
                 _note_event(result)
+    if _requests and _client is not None and not _client.heartbeat():
+        _note_frozen(_client.status, _client.last_sent)
     written = 0
     for name in list(_arrived) if not _rendering else ():  # a render owns the faces now
         if written and time.perf_counter() - start > POLL_BUDGET:
             break  # the rest waits for the next call
         result = _arrived.pop(name)
         image = bpy.data.images.get(name)
-        if image is None:
+        if image is None or result is None:
             continue
         _write(image, result)
         written += 1
@@ -265,13 +317,16 @@ def poll_once() -> float | None:
         _redraw()
     if handled or written:
         POLL_SECONDS.append(time.perf_counter() - start)
-    return POLL_BUSY if (_arrived or _requests) else POLL_IDLE
+    if _arrived or _requests or _estimating:
+        return POLL_BUSY
+    return None  # nothing to wait for: the timer stops; the next request registers it
 
 
 def _forget_requests(name: str, newest: int) -> None:
     """Requests for face ``name`` up to ``newest`` are done: the client hands over only the
     newest image of a face, so older ones may never be reported."""
-    for ident in [i for i, (face, _key) in _requests.items() if face == name and i <= newest]:
+    faces = {ident: face for ident, (face, _key) in _requests.items()}
+    for ident in obsolete(faces, name, newest):
         del _requests[ident]
 
 
@@ -282,6 +337,16 @@ def _write(image: bpy.types.Image, result: FaceImage) -> None:
 
 
 def _note_event(event: WorkerEvent) -> None:
+    if event.kind == protocol.ESTIMATE or event.request_id in _estimating:
+        if event.kind != protocol.ESTIMATE:  # the estimate failed: say so, keep the sliders
+            name = _estimating.pop(event.request_id or 0, (event.target, ""))[0]
+            _status[name] = f"error: {event.message}"
+            return
+        _apply_estimate(event)
+        return
+    if event.kind == "frozen":
+        _note_frozen(event.message, int(event.data.get("last_request", 0)))
+        return
     name = event.target
     if event.request_id is not None:
         name = _requests.pop(event.request_id, (name, ""))[0]
@@ -296,6 +361,14 @@ def _note_event(event: WorkerEvent) -> None:
     elif event.kind == "directions":
         layers = tuple(int(r) for r in event.data.get("layers", ()))
         _directions[name] = (layers, int(event.data.get("count", 0)))
+
+
+def _note_frozen(message: str, last_request: int) -> None:
+    """The worker stopped answering: requests up to ``last_request`` will never finish
+    (newer ones go to the worker that replaces it)."""
+    for requests in (_requests, _estimating):
+        for ident in [i for i in requests if i <= last_request]:
+            _status[requests.pop(ident)[0]] = message
 
 
 def _done_text(result: FaceImage) -> str:
@@ -347,6 +420,8 @@ def status_text(ob: Object) -> str:
         return "Worker not started: change a value to start it"
     if not _client.is_running() and _client.crashes:
         return _client.status
+    if _client.is_frozen():
+        return f"Worker not responding for {_client.seconds_silent():.0f} s (frozen?)"
     text = f"Worker {_client.status}"
     last = _status.get(face_name(ob))
     if last:
@@ -384,7 +459,21 @@ def on_frame_change(scene: Scene, depsgraph: Depsgraph | None = None) -> None:
         except Exception as exc:  # never raise into Blender's frame change
             if not isinstance(exc, (LiveError, WorkerError)):
                 traceback.print_exc()
-            _show_failure(ob, f"frame {scene.frame_current}: {exc}")
+            reason = f"frame {scene.frame_current}: {exc}"
+            _show_failure(ob, reason)
+            rendering = depsgraph is not None and depsgraph.mode == "RENDER"
+            if bpy.app.background and rendering and not ob.face_rig.failure_placeholder:
+                _fail_farm_render(ob, reason)
+
+
+def _fail_farm_render(ob: Object, reason: str) -> None:
+    """End ``blender -b`` with FAILED_FRAME_EXIT_CODE: an exception raised in a handler is
+    printed and ignored by Blender, so the render would finish with exit code 0 and a
+    frame whose face is wrong. The worker ends by itself when its stdin closes."""
+    print(f"Neural Face Rig: render failed: {ob.name}: {reason}. Set the rig's 'Magenta on "
+          "Failure' to render a placeholder instead.", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(FAILED_FRAME_EXIT_CODE)
 
 
 def _show_failure(ob: Object, message: str) -> None:
@@ -398,7 +487,36 @@ def _show_failure(ob: Object, message: str) -> None:
     if image is not None:
         colour = np.tile(np.asarray(ERROR_COLOUR, np.float32), image.size[0] * image.size[1])
         face_image.write_pixels(image, colour, image.size[0])
-        face_image.tag_shading_update(image)
+        _tag_for_persistent_render(image)
+
+
+def _tag_for_persistent_render(image: bpy.types.Image) -> None:
+    """Cycles with persistent data keeps its copy of an image across frames and ignores
+    pixel writes and update tags; only a changed shader-node property makes it sync the
+    image again. So during such a render only, the face's image nodes alternate their
+    extension with a twin that samples the same texels inside 0..1 UVs, and the original
+    setting is restored when the render ends: a saved file never sees the change."""
+    scene = bpy.context.scene
+    if not (_rendering and scene.render.engine == "CYCLES" and scene.render.use_persistent_data):
+        return
+    for node in face_image.image_nodes(image):
+        path = f"{node.id_data.name}/{node.name}"
+        original = _touched.setdefault(path, node.extension)
+        node.extension = _TWIN[original] if node.extension == original else original
+
+
+_TWIN = {"EXTEND": "MIRROR", "MIRROR": "EXTEND", "REPEAT": "EXTEND", "CLIP": "EXTEND"}
+
+
+def _restore_touched() -> None:
+    for path, extension in _touched.items():
+        tree, _, node_name = path.partition("/")
+        material = bpy.data.materials.get(tree)
+        nodes = material.node_tree.nodes if material and material.node_tree else None
+        node = nodes.get(node_name) if nodes is not None else None
+        if node is not None:
+            node.extension = extension
+    _touched.clear()
 
 
 @persistent
@@ -411,6 +529,18 @@ def on_render_init(*_args: object) -> None:
 def on_render_end(*_args: object) -> None:
     global _rendering
     _rendering = False
+    _restore_touched()
+
+
+@persistent
+def on_undo_redo(*_args: object) -> None:
+    """Undo and redo roll the rig's values back without any update callback: re-render
+    every live face from the values it has now."""
+    _shown.clear()
+    _arrived.clear()
+    for ob in bpy.data.objects:
+        if is_live(ob):
+            request_update(ob)
 
 
 @persistent
@@ -420,6 +550,7 @@ def on_load_post(*_args: object) -> None:
     _arrived.clear()
     _shown.clear()
     _requests.clear()
+    _estimating.clear()
     _status.clear()
     for ob in bpy.data.objects:
         if not properties.is_face_rig(ob) or not face_name(ob):
@@ -447,6 +578,8 @@ HANDLERS = (
     (bpy.app.handlers.render_complete, on_render_end),
     (bpy.app.handlers.render_cancel, on_render_end),
     (bpy.app.handlers.load_post, on_load_post),
+    (bpy.app.handlers.undo_post, on_undo_redo),
+    (bpy.app.handlers.redo_post, on_undo_redo),
     (bpy.app.handlers.save_pre, on_save_pre),
 )
 
@@ -468,5 +601,5 @@ def unregister() -> None:
     if bpy.app.timers.is_registered(poll_once):
         bpy.app.timers.unregister(poll_once)
     stop_worker()
-    for state in (_requests, _arrived, _shown, _status, _directions):
+    for state in (_requests, _arrived, _shown, _status, _directions, _estimating):
         state.clear()

@@ -403,7 +403,8 @@ def _model_files(name: str) -> tuple[ModelFile, ...]:
 
 
 def _resolve(prefs: Any, spec: ModelFile, override: str) -> str:
-    value = override if override and spec.role == catalogue.ROLE_GENERATOR else getattr(prefs, spec.pref)
+    own = override and spec.role == catalogue.ROLE_GENERATOR
+    value = override if own else getattr(prefs, spec.pref)
     if value:
         return bpy.path.abspath(value)
     folder = models_folder(prefs)

@@ -389,6 +389,12 @@ class NFR_FaceRig(PropertyGroup):
         default="",
         options=set(),
     )
+    failure_placeholder: BoolProperty(
+        name="Magenta on Failure",
+        description="When this rig's face cannot be rendered in a background render (farm), "
+        "render the frame with a magenta face instead of failing the render",
+        default=False,
+    )
     model_files: CollectionProperty(type=NFR_ModelFile, name="Model Files",
                                     description="The files this rig's face needs (name, size, "
                                     "digest), for machines where its paths do not exist")

@@ -235,10 +235,13 @@ def set_rig_params(ob: Object, params: RigParams, groups: Iterable[str] | None =
 
 
 def reset_group(ob: Object, group: str) -> None:
-    """Neutral values for ``group`` (KEYFRAME_GROUPS; "sefa" zeroes every slider value)."""
+    """Neutral values for ``group`` (KEYFRAME_GROUPS; "sefa" zeroes every slider value), or
+    the backend's estimate of the base face for the groups it reads (rig_estimate)."""
+    from .rig_estimate import reset_values
+
     (group,) = check_groups([group], KEYFRAME_GROUPS)
     if group != SEFA:
-        set_rig_params(ob, RigParams.neutral(), [group])
+        set_rig_params(ob, reset_values(ob, group), [group])
         return
     with deferred_rig_changes():
         for slider in ob.face_rig.sefa_sliders:

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ..contract.catalogue import NOISE_MODES, PRECISIONS
 from ..rig.params import RigParams
 from .checkpoints.project_format import WEIGHTS_SUFFIX
 from .discofacegan.adapter import (
@@ -31,7 +32,6 @@ from .discofacegan.vae import DFGVae
 from .engine import configure_inference_process
 from .errors import NeuralError
 from .images import write_png
-from .stylegan2.generator import NOISE_MODES, PRECISIONS
 
 _BAR_WIDTH = 30
 

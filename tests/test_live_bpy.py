@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,6 +32,7 @@ from fixtures.live_addon import (
     write_discofacegan,
     write_stylegan2,
 )
+from neural_face_rig.live import FAILED_FRAME_EXIT_CODE
 from neural_face_rig.neural.backends import StyleGAN2Backend
 from neural_face_rig.neural.backends.discofacegan import DiscoFaceGANBackend
 from neural_face_rig.neural.checkpoints import load_generator
@@ -265,6 +268,110 @@ def test_a_frame_whose_face_fails_turns_magenta(addon, tmp_path: Path) -> None:
     assert np.array_equal(np.unique(image, axis=0), [[1.0, 0.0, 1.0, 1.0]])
     assert "frame 2" in live._status[face(card).name]
     assert "broken.safetensors" in live._status[face(card).name]
+
+def test_the_timer_stops_when_there_is_nothing_to_do(addon) -> None:
+    card = add_rig(addon)
+    assert not addon.live._requests
+    assert addon.live.poll_once() is None  # a timer function returning None is unregistered
+    card.face_rig.seed = 4
+    assert bpy.app.timers.is_registered(addon.live.poll_once)  # a request registers it again
+    poll_until(addon.live, lambda: not addon.live._requests)
+
+
+def test_undo_re_renders_the_face(addon) -> None:
+    live = addon.live
+    card = add_rig(addon)
+    bpy.ops.ed.undo_push(message="before")
+    card.face_rig.seed = 13
+    poll_until(live, lambda: not live._requests and live._shown.get(face(card).name))
+    at_13 = pixels(face(card))
+    bpy.ops.ed.undo_push(message="seed 13")
+    assert bpy.ops.ed.undo() == {"FINISHED"}
+    card = bpy.data.objects["FaceRig"]  # undo replaced the datablocks
+    assert card.face_rig.seed == 0
+    poll_until(live, lambda: not live._requests and live._shown.get(face(card).name))
+    assert not np.array_equal(pixels(face(card)), at_13)
+    assert np.array_equal(pixels(face(card)), direct_pixels(addon, card))
+
+
+def test_background_frames_leave_the_saved_node_settings_alone(addon) -> None:
+    card = add_rig(addon)
+    card.face_rig.seed = 1
+    card.keyframe_insert("face_rig.seed", frame=1)
+    card.face_rig.seed = 9
+    card.keyframe_insert("face_rig.seed", frame=9)
+    node = card.active_material.node_tree.nodes["NFR Face"]
+    before = node.extension
+    for frame in (2, 3, 4):
+        bpy.context.scene.frame_set(frame)  # background mode: each renders the final face
+        assert node.extension == before
+
+
+def test_a_frozen_worker_is_flagged(addon) -> None:
+    live = addon.live
+    card = add_rig(addon)
+    client = live._client
+    client.frozen_after = 1.0
+    os.kill(client.pid, signal.SIGSTOP)
+    try:
+        card.face_rig.seed = 17
+        # Flagged, and nothing keeps waiting for a frozen worker.
+        poll_until(live, lambda: "not responding" in live.status_text(card)
+                   and not live._requests, timeout=20)
+    finally:
+        os.kill(client.pid, signal.SIGCONT)
+        client.frozen_after = 20.0
+    card.face_rig.seed = 18  # the next update replaces the frozen worker
+    poll_until(live, lambda: not live._requests and live._shown.get(face(card).name))
+    assert np.array_equal(pixels(face(card)), direct_pixels(addon, card))
+
+
+FARM_SCRIPT = """
+import sys
+import bpy
+import addon_utils
+import numpy as np
+addon_utils.enable("neural_face_rig", default_set=True)
+bpy.ops.wm.read_homefile(use_empty=True)
+bpy.context.preferences.addons["neural_face_rig"].preferences.models_dir = sys.argv[2]
+scene = bpy.context.scene
+scene.render.engine = "BLENDER_WORKBENCH"
+scene.render.resolution_x = scene.render.resolution_y = 8
+scene.render.filepath = sys.argv[3]
+bpy.ops.object.camera_add()
+scene.camera = bpy.context.object
+bpy.ops.mesh.primitive_plane_add()
+rig = bpy.context.object
+rig.face_rig.is_rig = True
+rig.face_rig.image_name = "Face"
+rig.face_rig.failure_placeholder = sys.argv[1] == "placeholder"
+image = bpy.data.images.new("Face", 4, 4, alpha=True, float_buffer=True)
+bpy.ops.render.render(write_still=True)
+values = np.empty(64, np.float32)
+image.pixels.foreach_get(values)
+print("RENDERED", np.unique(values.reshape(-1, 4), axis=0).tolist())
+"""
+
+
+@pytest.mark.parametrize("mode", ["fail", "placeholder"])
+def test_a_farm_frame_without_its_model_fails_the_render(tmp_path: Path, mode: str) -> None:
+    """``blender -b`` must not report success for a frame whose face is wrong: the rig has
+    no model on this node (empty models folder), so the render stops with the reason and a
+    non-zero exit, unless the rig opts into magenta placeholders."""
+    (tmp_path / "models").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", FARM_SCRIPT, mode, str(tmp_path / "models"),
+         str(tmp_path / "frame.png")],
+        capture_output=True, text=True, timeout=120,
+    )
+    if mode == "fail":
+        assert result.returncode == FAILED_FRAME_EXIT_CODE, result.stderr[-2000:]
+        assert "render failed" in result.stderr and "No stylegan2 generator" in result.stderr
+        assert "RENDERED" not in result.stdout
+    else:
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "RENDERED [[1.0, 0.0, 1.0, 1.0]]" in result.stdout
+
 
 def test_sefa_directions_are_computed_by_the_worker(addon) -> None:
     live = addon.live
