@@ -254,3 +254,47 @@ def test_every_truncation_of_a_valid_pickle_is_a_checkpoint_error(tmp_path: Path
         path.write_bytes(data[:cut])
         with pytest.raises(CheckpointError, match=str(path)):
             load_pickle_file(path)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_torch_files_read_like_torch_load(tmp_path: Path, legacy: bool) -> None:
+    import argparse
+
+    from neural_face_rig.neural.checkpoints.torch_file import read_torch_file
+
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    obj = {
+        "view": base[1:3, 2:5],  # a strided view sharing base's storage
+        "base": base,
+        "t": base.t(),
+        "half": torch.ones(3, dtype=torch.float16),
+        "bf16": torch.ones(2, dtype=torch.bfloat16),
+        "long": torch.arange(5),
+        "bool": torch.tensor([True, False]),
+        "param": torch.nn.Parameter(torch.randn(2, 2)),
+        "empty": torch.zeros(0, 3),
+        "scalar": torch.tensor(3.5),
+        "nested": OrderedDict(a=[1, 2.5, "x", None, (True,)], b={"c": torch.zeros(2)}),
+        "args": argparse.Namespace(size=1024, lr=0.002),
+    }
+    path = tmp_path / "x.pt"
+    torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
+    ours, theirs = read_torch_file(path), torch.load(path, weights_only=False)
+    for key, value in theirs.items():
+        if isinstance(value, torch.Tensor):
+            assert ours[key].dtype == value.dtype and torch.equal(ours[key], value), key
+            assert ours[key].stride() == value.stride(), key
+    assert type(ours["param"]) is torch.nn.Parameter
+    assert ours["view"].untyped_storage().data_ptr() == ours["base"].untyped_storage().data_ptr()
+    assert ours["nested"]["a"] == theirs["nested"]["a"]
+    assert vars(ours["args"]) == vars(theirs["args"])
+
+
+def test_cycles_and_wide_integers_are_refused() -> None:
+    cyclic: list[object] = []
+    cyclic.append(cyclic)
+    with pytest.raises(CheckpointError, match="reference cycle"):
+        _load(pickle.dumps(cyclic, protocol=2))
+    with pytest.raises(CheckpointError,
+                       match="at most 128 bits in a weights file, found one of 4000 bits"):
+        _load(pickle.dumps({"x": 1 << 3999}, protocol=2))
