@@ -32,9 +32,12 @@ from fixtures.live_addon import (
     write_discofacegan,
     write_stylegan2,
 )
+from neural_face_rig.contract.files import stylerig_filename
+from neural_face_rig.contract.state import RigState
 from neural_face_rig.live import FAILED_FRAME_EXIT_CODE
 from neural_face_rig.neural.backends import StyleGAN2Backend
 from neural_face_rig.neural.backends.discofacegan import DiscoFaceGANBackend
+from neural_face_rig.neural.backends.stylerig import StyleRigBackend
 from neural_face_rig.neural.checkpoints import load_generator
 from neural_face_rig.neural.discofacegan.adapter import load_average_w_id
 from neural_face_rig.neural.discofacegan.tf_reader import load_dfg_generator
@@ -62,7 +65,25 @@ def addon(tmp_path_factory: pytest.TempPathFactory):
         prefs.face_model_path = str(face_model_path)
         prefs.device = "CPU"
         yield SimpleNamespace(live=module("live"), rig_props=module("rig_props"),
-                              face_model=face_model, paths=paths)
+                              face_model=face_model, paths=paths,
+                              stylerig=train_stylerig(paths.stylegan2, models / "trained"))
+
+
+def train_stylerig(generator: Path, out: Path) -> Path:
+    """`nfr train dfr` then `nfr train rignet` at tiny scale for ``generator``: the folder
+    the trainer wrote its stylerig-<sha16>.safetensors + .json into, names untouched."""
+    nfr = Path(sys.executable).with_name("nfr")
+    common = ["--weights", str(generator), "--steps", "4", "--batch", "4", "--device", "cpu",
+              "--no-amp", "--cache-images", "--no-progress", "--threads", "1"]
+    for command in (
+        ["dfr", "--out", str(out / "dfr"), "--face-model", "synthetic:tiny", "--samples", "16",
+         "--camera-size", "32", "--hidden", "16", "--landmarks", "none"],
+        ["rignet", "--out", str(out / "rig"), "--dfr", str(out / "dfr" / "dfr.safetensors"),
+         "--latent", "4", "--hidden", "16"],
+    ):
+        subprocess.run([str(nfr), "train", command[0], *common, *command[1:]], check=True,
+                       capture_output=True, timeout=300)
+    return out / "rig"
 
 
 def add_rig(addon, backend: str = "stylegan2") -> bpy.types.Object:
@@ -86,6 +107,10 @@ def direct_render(addon, card, *, depsgraph=None, final: bool = False) -> torch.
     state = addon.rig_props.rig_state(card, depsgraph=depsgraph, final=final)
     if state.backend == "stylegan2":
         backend = StyleGAN2Backend.from_loaded(load_generator(addon.paths.stylegan2))
+    elif state.backend == "stylerig":
+        loaded = load_generator(addon.paths.stylegan2)
+        backend = StyleRigBackend.from_loaded(
+            loaded, stylerig_file=addon.stylerig / stylerig_filename(loaded.sha256))
     else:
         loaded = load_dfg_generator(addon.paths.dfg)
         average = load_average_w_id(addon.paths.dfg.with_name("average_w_id.txt"), loaded.config)
@@ -371,6 +396,57 @@ def test_a_farm_frame_without_its_model_fails_the_render(tmp_path: Path, mode: s
     else:
         assert result.returncode == 0, result.stderr[-2000:]
         assert "RENDERED [[1.0, 0.0, 1.0, 1.0]]" in result.stdout
+
+
+def test_a_stylerig_face_starts_at_its_estimate_and_edits_from_there(addon) -> None:
+    """Preferences (the trainer's own file, found in the models folder) -> worker -> pixels:
+    the sliders start at the DFR's reading of the base face, which then renders unedited;
+    a slider edits from there; Reset returns to the estimate."""
+    live, prefs = addon.live, preferences()
+    prefs.models_dir, prefs.rignet_path = str(addon.stylerig), ""
+    try:
+        card = add_rig(addon, "stylerig")
+        poll_until(live, lambda: "nfr_rig_estimate" in card and not live._requests
+                   and not live._estimating and live._shown.get(face(card).name))
+        estimate = RigParams.from_vector(np.asarray(card["nfr_rig_estimate"], np.float32))
+        rig = addon.rig_props.read_rig_params(card)
+        for group in ("expression", "rotation", "illumination"):
+            assert np.array_equal(getattr(rig, group), getattr(estimate, group)), group
+        assert not np.array_equal(estimate.expression, np.zeros(64, np.float32))
+        base = pixels(face(card))
+        assert np.array_equal(base, direct_pixels(addon, card))
+        loaded = load_generator(addon.paths.stylegan2)
+        unedited = StyleGAN2Backend.from_loaded(loaded).render(
+            RigState(seed=card.face_rig.seed, psi=card.face_rig.psi))
+        assert np.array_equal(base, to_blender_rgba(unedited))  # no edit asked: the base face
+
+        card.face_rig.expression.c000 = float(estimate.expression[0]) + 2.0
+        poll_until(live, lambda: not live._requests and live._shown.get(face(card).name))
+        assert not np.array_equal(pixels(face(card)), base)
+        assert np.array_equal(pixels(face(card)), direct_pixels(addon, card))
+
+        bpy.context.view_layer.objects.active = card
+        assert bpy.ops.nfr.reset_group(group="expression") == {"FINISHED"}
+        assert card.face_rig.expression.c000 == estimate.expression[0]
+        poll_until(live, lambda: not live._requests and live._shown.get(face(card).name))
+        assert np.array_equal(pixels(face(card)), base)
+    finally:
+        prefs.models_dir = ""
+
+
+def test_a_discofacegan_estimate_is_its_own_coefficients(addon) -> None:
+    live = addon.live
+    card = add_rig(addon, "discofacegan")
+    card.face_rig.expression.c001 = 0.75
+    card.face_rig.seed = 2  # a new base face: its estimate is asked for again
+    poll_until(live, lambda: "nfr_rig_estimate" in card and not live._requests
+               and not live._estimating)
+    estimate = np.asarray(card["nfr_rig_estimate"], np.float32)
+    assert np.array_equal(estimate, addon.rig_props.read_rig_params(card).to_vector())
+    card.face_rig.expression.c001 = -1.0
+    bpy.context.view_layer.objects.active = card
+    assert bpy.ops.nfr.reset_group(group="expression") == {"FINISHED"}
+    assert card.face_rig.expression.c001 == pytest.approx(0.75)
 
 
 def test_sefa_directions_are_computed_by_the_worker(addon) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from neural_face_rig import bridge
 from neural_face_rig.bridge import WorkerClient, WorkerError
 from neural_face_rig.contract import protocol as wp
 from neural_face_rig.contract.state import RigState, SefaSlider
@@ -539,3 +540,23 @@ def test_a_stylegan2_model_has_no_rig_estimate(served, model: Path) -> None:
     send(wp.job_message(wp.LOAD, 4, job))
     loaded = replies.next(wp.LOADED)
     assert loaded["id"] == 4 and loaded["resolution"] == CFG.img_resolution
+
+
+def test_a_frozen_worker_fails_a_blocking_render_at_once(model: Path) -> None:
+    """A stopped worker answers no heartbeat: the frame fails with the reason after
+    ``frozen_after`` seconds, not after the frame timeout, and the next job gets a new one."""
+    client = WorkerClient()
+    try:
+        job = wp.RenderJob(RigState(seed=1), str(model), target="t")
+        client.render_blocking(job, TIMEOUT)
+        frozen = client.pid
+        client.frozen_after = 1.0
+        os.kill(frozen, signal.SIGSTOP)
+        with pytest.raises(WorkerError, match="not responding"):
+            client.render_blocking(job, 600.0)
+        assert not client.is_running()
+        client.frozen_after = bridge.FROZEN_AFTER
+        image = client.render_blocking(job, TIMEOUT)
+        assert image.final and client.pid != frozen
+    finally:
+        client.stop()
