@@ -20,6 +20,7 @@ from PIL import Image
 from skimage import data
 from test_photo_align import ffhq_place
 from test_photo_e4e import official_encoder_state, write_official_e4e
+from test_photo_rnet import official_state, write_epoch_20
 
 # An e4e file whose decoder is a 32 px StyleGAN2 (stylegan_size 32: 8 W+ rows of 512).
 DECODER_32 = StyleGAN2Config(z_dim=512, w_dim=512, img_resolution=32, mapping_layers=2,
@@ -127,6 +128,14 @@ def test_invert_discofacegan_and_edit(files, tmp_path):
     assert run("photo", "edit", out, "--out", tmp_path / "same.png") == 0
     assert not np.array_equal(np.asarray(Image.open(tmp_path / "yaw.png")),
                               np.asarray(Image.open(tmp_path / "same.png")))
+    # With Deep3DFaceRecon's R-Net file the coefficients come from it, not the landmarks.
+    rnet = tmp_path / "epoch_20.pth"
+    write_epoch_20(rnet, official_state(2))
+    assert run("photo", "invert", files["photo"], "--weights", weights, "--rnet", rnet,
+               "--steps", 1, "--out", out) == 0
+    face = read_face(out)
+    assert face.meta["rig_source"] == "rnet" and "controls" not in face.meta
+    np.testing.assert_array_equal(face.rig[80:144], face.photo_rig[80:144])
 
 
 def test_no_face_cancel_and_damaged_face_file(files, tmp_path, capsys):
