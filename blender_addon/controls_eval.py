@@ -27,6 +27,7 @@ from bpy.types import Depsgraph, Object
 from .rig.control_basis import ControlBasis, controls_for_file, expression_from_controls
 from .rig.controls import CONTROL_NAMES
 from .rig.errors import RigError
+from .rig.face_model import FaceModel
 from .rig.key_light import DEFAULT_AMBIENT, KeyLight, direction_angles, key_light_to_sh
 from .rig.params import RigParams
 
@@ -65,15 +66,16 @@ def cache_folder() -> str:
     return extension_user_folder("controls", create=True)
 
 
-def control_basis(card: Object) -> ControlBasis | None:
+def control_basis(card: Object, model: FaceModel | None = None) -> ControlBasis | None:
     """The named controls of the rig's face model, else the copy the .blend stores (a farm
     node without the face model still renders the controls); None without either (the
-    reason is in ``basis_problem``). Memoised per file for the session."""
-    basis = _file_basis(card)
+    reason is in ``basis_problem``). Memoised per file for the session; ``model``: that file
+    already loaded (Add Face Rig), so it is not read twice."""
+    basis = _file_basis(card, model)
     return basis if basis is not None else stored_basis(card)
 
 
-def _file_basis(card: Object) -> ControlBasis | None:
+def _file_basis(card: Object, model: FaceModel | None = None) -> ControlBasis | None:
     path = face_model_path(card)
     if not path:
         _PROBLEMS[""] = "Named controls need a face model (add-on preferences)"
@@ -86,7 +88,7 @@ def _file_basis(card: Object) -> ControlBasis | None:
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
     if key not in _BASES:
         try:
-            _BASES[key] = controls_for_file(path, cache_folder())
+            _BASES[key] = controls_for_file(path, cache_folder(), model)
             _PROBLEMS.pop(path, None)
         except (RigError, OSError) as exc:
             _BASES[key] = None

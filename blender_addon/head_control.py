@@ -21,6 +21,7 @@ from . import portrait
 from .controls_eval import control_basis, effective_controls, head_of, store_basis
 from .head_mesh import BASIS_KEY_NAME, shape_key_name
 from .properties import coefficient_key, is_face_rig
+from .rig.face_model import FaceModel
 from .rig.head_pose import angles_from_head, head_matrix
 
 _TOLERANCE = 1e-7  # radians: float32 storage of Euler angles
@@ -114,11 +115,12 @@ def sync_sliders(scene, depsgraph: Depsgraph | None = None) -> None:
 # -- shape keys -----------------------------------------------------------------------------
 
 
-def add_control_shape_keys(card: Object) -> int:
+def add_control_shape_keys(card: Object, model: FaceModel | None = None) -> int:
     """One shape key per named control on the rig's head (replacing earlier ones), driven by
-    the effective control value; returns how many were made (0 without head or controls)."""
+    the effective control value; returns how many were made (0 without head or controls).
+    ``model``: the head's face model when the caller has it loaded."""
     head = head_of(card)
-    basis = control_basis(card)
+    basis = control_basis(card, model)
     if head is None or basis is None or head.data.shape_keys is None:
         return 0
     keys = head.data.shape_keys.key_blocks
@@ -146,6 +148,19 @@ def add_control_shape_keys(card: Object) -> int:
         key.data.foreach_set("co", (rest + offsets).astype(np.float32).ravel())
         _drive_control(key, card, name)
     return len(basis.names)
+
+
+def add_shape_keys_to_new_head(card: Object, model: FaceModel) -> str:
+    """Add Face Rig's hook: the control shape keys on its new head; a note for its report
+    (a failure is reported, never raised: the rig is still usable without them)."""
+    try:
+        count = add_control_shape_keys(card, model)
+    except Exception as exc:  # noqa: BLE001 - Add Face Rig must finish; the console has it
+        import traceback
+
+        traceback.print_exc()
+        return f"no control shape keys ({type(exc).__name__}: {exc})"
+    return f"{count} named-control shape keys" if count else "no control shape keys"
 
 
 def _drive_control(key, card: Object, name: str) -> None:

@@ -17,6 +17,7 @@ from bpy.types import Context, Object, Operator, Scene
 
 from .. import face_image, live, model_files, portrait
 from ..contract import catalogue
+from ..head_control import add_shape_keys_to_new_head
 from ..head_mesh import build_head
 from ..preferences import addon_preferences, resolved_face_model_path
 from ..properties import BACKEND_ITEMS, is_face_rig, resolution_pixels, set_model_resolution
@@ -142,7 +143,8 @@ class NFR_OT_add_rig(Operator):
         head.face_rig_source = path
         portrait.place_head(head, card, layout)
         portrait.drive_head(head, card)
-        return f"head {head.name} follows the rig (identity, expression, rotation)"
+        keys = add_shape_keys_to_new_head(card, face_model)  # controls: ARKit shape keys
+        return f"head {head.name} follows the rig (identity, expression, rotation; {keys})"
 
 
 def _free_spot(scene: Scene, layout: portrait.PortraitLayout):

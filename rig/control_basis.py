@@ -296,12 +296,13 @@ _INDEX_MAX_BYTES = 1 << 20
 
 
 def controls_for_file(
-    path: str | os.PathLike[str], cache_dir: str | os.PathLike[str]
+    path: str | os.PathLike[str], cache_dir: str | os.PathLike[str],
+    model: FaceModel | None = None,
 ) -> ControlBasis:
     """The controls of the face-model file `path`, without reading the file when `cache_dir`
     already holds them: an index maps (absolute path, size, mtime) to the model digest, so a
-    known file costs one stat and one small safetensors read. Otherwise the model is loaded
-    (rig.face_model) and derived once."""
+    known file costs one stat and one small safetensors read. Otherwise the model (`model`
+    when the caller has already loaded that file) is derived once."""
     from .face_model import load_face_model
 
     source = Path(path).resolve()
@@ -314,7 +315,8 @@ def controls_for_file(
         cached = read_controls(cache_path(folder, digest))
         if cached.model_digest == digest and cached.names == CONTROL_NAMES:
             return cached
-    basis = load_or_derive_controls(load_face_model(source), folder)
+    basis = load_or_derive_controls(model if model is not None else load_face_model(source),
+                                    folder)
     index[key] = basis.model_digest
     with atomic_open(folder / _INDEX_NAME, "w", encoding="utf-8") as out:
         json.dump(index, out, indent=1)

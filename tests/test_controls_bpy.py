@@ -459,3 +459,20 @@ def test_photo_results_become_a_key_light_and_named_controls(rig, basis) -> None
     assert (named.jawOpen, named.eyeBlinkRight) == (pytest.approx(0.4, abs=5e-3),
                                                     pytest.approx(0.8, abs=5e-3))
     np.testing.assert_allclose(sent(rig)[EXPRESSION], fitted, atol=1e-4)
+
+
+def test_add_face_rig_gives_the_head_its_control_shape_keys(face_model_file, tmp_path) -> None:
+    bpy.ops.wm.read_homefile(use_empty=True)
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    saved = (prefs.face_model_path, prefs.models_dir)
+    prefs.face_model_path, prefs.models_dir = str(face_model_file), str(tmp_path)
+    try:
+        assert bpy.ops.nfr.add_rig(backend="discofacegan") == {"FINISHED"}
+    finally:
+        prefs.face_model_path, prefs.models_dir = saved
+    card = bpy.context.object
+    keys = controls_eval.head_of(card).data.shape_keys.key_blocks
+    assert all(c.name in keys for c in CONTROLS)
+    card.face_controls.named.jawOpen = 1.0
+    bpy.context.view_layer.update()
+    assert keys["jawOpen"].value == 1.0  # driven
