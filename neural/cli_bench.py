@@ -24,6 +24,7 @@ SUITES = {
     "stylerig": "neural_face_rig.neural.bench_stylerig",
     "live": "neural_face_rig.neural.bench_live",
     "capture": "neural_face_rig.neural.bench_capture",
+    "photo": "neural_face_rig.neural.bench_photo",
 }
 
 

@@ -167,3 +167,18 @@ def test_no_face_is_a_clear_message(detector):
     blank = np.full((200, 240, 3), 128, np.uint8)
     with pytest.raises(NoFaceError, match="blank.png: no face found by the dlib detector"):
         detect_face(blank, detector, label="blank.png")
+
+
+def test_default_detector_is_fan_when_its_weights_are_present(tmp_path, monkeypatch):
+    import torch
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+    from face_alignment.models import FAN
+    from neural_face_rig.neural.landmarks.fan_detector import FAN_WEIGHTS, SFD_WEIGHTS
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert default_detector().name == "dlib"  # no FAN weights: the offline default
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(FAN(4).state_dict(), folder / FAN_WEIGHTS)
+    torch.save(s3fd().state_dict(), folder / SFD_WEIGHTS)
+    assert default_detector().name == "fan"

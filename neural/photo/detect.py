@@ -43,13 +43,17 @@ def read_photo(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def default_detector(name: str | None = None) -> LandmarkDetector:
-    """``name`` 'dlib' or 'fan', or None: FAN when its weights are present, else dlib."""
+    """``name`` 'dlib' or 'fan', or None: FAN when its official weight files are present in
+    ``$TORCH_HOME/hub/checkpoints``, else dlib."""
     if name is not None:
         return make_detector(name)
+    from ..landmarks.fan_detector import check_weights, weights_dir
+
     try:
-        return make_detector("fan")
+        check_weights(weights_dir())
     except DetectorUnavailableError:
         return make_detector("dlib")
+    return make_detector("fan")  # weights present: a damaged file is an error, not a fallback
 
 
 def face_boxes(detector: LandmarkDetector, image: np.ndarray) -> np.ndarray:
