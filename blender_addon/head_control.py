@@ -13,6 +13,7 @@ the rig sends (slider mixed with the preset), so the head shows what the face do
 
 from __future__ import annotations
 
+import bpy
 import numpy as np
 from bpy.app.handlers import persistent
 from bpy.types import Depsgraph, Object
@@ -20,7 +21,7 @@ from bpy.types import Depsgraph, Object
 from . import portrait
 from .controls_eval import control_basis, effective_controls, head_of, store_basis
 from .head_mesh import BASIS_KEY_NAME, shape_key_name
-from .properties import coefficient_key, is_face_rig
+from .properties import coefficient_key, deferred_rig_changes, is_face_rig, notify_rig_changed
 from .rig.face_model import FaceModel
 from .rig.head_pose import angles_from_head, head_matrix
 
@@ -92,24 +93,64 @@ def on_rig_changed(card: Object) -> None:
 
 @persistent
 def sync_sliders(scene, depsgraph: Depsgraph | None = None) -> None:
-    """depsgraph_update_post: a grabbed head that turned writes its angles into the rig's
-    rotation sliders (what the Pose panel shows)."""
+    """depsgraph_update_post: what the rig follows moved, so the rig's own values follow.
+
+    - a grabbed head that turned writes its angles into the rotation sliders (the Pose panel);
+    - a blended identity writes the mix into the Identity sliders (the head's shape keys);
+    - a followed light, its data or the world changed: the live preview is asked again."""
     global _syncing
     if _syncing:
         return
+    moved = _updated_ids(depsgraph)
     for card in scene.objects:
-        if not is_face_rig(card) or not card.face_controls.grab_head:
+        if not is_face_rig(card):
             continue
-        angles = head_angles(card)
-        if angles is None or np.abs(angles - rig_angles_of(card)).max() <= _TOLERANCE:
-            continue
+        controls = card.face_controls
         _syncing = True
         try:
-            rotation = card.face_rig.rotation
-            for index, value in enumerate(angles.tolist()):
-                setattr(rotation, coefficient_key(index), value)
+            if controls.grab_head:
+                _sync_rotation(card)
+            if controls.use_identity_blend:
+                _sync_identity(card)
         finally:
             _syncing = False
+        lamp = controls.key_light.follow
+        if lamp is not None and moved & {lamp.name_full, lamp.data.name_full, "__world__"}:
+            notify_rig_changed(card)
+
+
+def _updated_ids(depsgraph: Depsgraph | None) -> set[str]:
+    if depsgraph is None:
+        return set()
+    names = set()
+    for update in depsgraph.updates:
+        ident = update.id.original if update.id is not None else None
+        if ident is None:
+            continue
+        names.add("__world__" if isinstance(ident, bpy.types.World) else ident.name_full)
+    return names
+
+
+def _sync_rotation(card: Object) -> None:
+    angles = head_angles(card)
+    if angles is None or np.abs(angles - rig_angles_of(card)).max() <= _TOLERANCE:
+        return
+    rotation = card.face_rig.rotation
+    for index, value in enumerate(angles.tolist()):
+        setattr(rotation, coefficient_key(index), value)
+
+
+def _sync_identity(card: Object) -> None:
+    controls = card.face_controls
+    t = float(controls.identity_blend)
+    identity = card.face_rig.identity
+    with deferred_rig_changes():  # one live update for the whole group
+        for index in range(80):
+            key = coefficient_key(index)
+            value = (1.0 - t) * getattr(controls.identity_a, key) + t * getattr(
+                controls.identity_b, key)
+            if abs(getattr(identity, key) - value) > 1e-6:
+                setattr(identity, key, value)
 
 
 # -- shape keys -----------------------------------------------------------------------------

@@ -476,3 +476,27 @@ def test_add_face_rig_gives_the_head_its_control_shape_keys(face_model_file, tmp
     card.face_controls.named.jawOpen = 1.0
     bpy.context.view_layer.update()
     assert keys["jawOpen"].value == 1.0  # driven
+
+
+def test_moving_a_followed_light_or_blending_identities_updates_the_rig(rig) -> None:
+    from neural_face_rig import properties
+
+    heard = []
+    properties.RIG_CHANGE_LISTENERS.append(heard.append)
+    try:
+        lamp = bpy.data.objects.new("Lamp", bpy.data.lights.new("Lamp", "POINT"))
+        bpy.context.scene.collection.objects.link(lamp)
+        rig.face_controls.key_light.follow = lamp
+        bpy.context.view_layer.update()
+        heard.clear()
+        lamp.location = (1.0, -2.0, 0.5)
+        bpy.context.view_layer.update()
+        assert rig in heard  # the live preview is asked again
+        controls = rig.face_controls
+        controls.identity_a.c004, controls.identity_b.c004 = 1.0, 2.0
+        controls.use_identity_blend = True
+        controls.identity_blend = 0.5
+        bpy.context.view_layer.update()
+        assert rig.face_rig.identity.c004 == pytest.approx(1.5)  # the head's sliders follow
+    finally:
+        properties.RIG_CHANGE_LISTENERS.remove(heard.append)
