@@ -19,14 +19,15 @@ DiscoFaceGAN's converter), StyleRig's DFR and RigNet, trainer checkpoints and Se
   and says to write it again. Nothing is replaced if the sidecar's path cannot take a file
   (e.g. it is a folder).
 
-Loading is a bounded JSON parse, one read of the weights (hashed as read) and a safetensors
-parse of those bytes.
+Loading is a bounded JSON parse, one pass over the weights through a memory map to hash them,
+and safetensors' own memory-mapped load.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import re
 from collections.abc import Mapping
@@ -43,7 +44,7 @@ from ...rig.file_limits import (
     CHECKPOINT_MAX_BYTES,
     JSON_MAX_BYTES,
     describe_os_error,
-    read_regular_file,
+    open_regular_file,
 )
 from ..config_json import read_json_document
 from ..errors import CheckpointError, NeuralError
@@ -158,6 +159,16 @@ def read_artifact_sidecar(
     return data
 
 
+def _sha256_of(path: Path, error: type[NeuralError]) -> str:
+    """Digest of a regular file, hashed through a read-only memory map (no copy in memory)."""
+    digest = hashlib.sha256()
+    with open_regular_file(path, "artefact weights", CHECKPOINT_MAX_BYTES, error) as stream:
+        if os.fstat(stream.fileno()).st_size:
+            with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                digest.update(view)
+    return digest.hexdigest()
+
+
 def read_artifact(
     weights: str | os.PathLike[str], fmt: str, version: int,
     error: type[NeuralError] = CheckpointError, sidecar: str | os.PathLike[str] | None = None,
@@ -167,8 +178,7 @@ def read_artifact(
     path = Path(weights)
     sidecar = sidecar_path(path) if sidecar is None else Path(sidecar)
     data = read_artifact_sidecar(path, fmt, version, error, sidecar)
-    blob = read_regular_file(path, "artefact weights", CHECKPOINT_MAX_BYTES, error)
-    found = hashlib.sha256(blob).hexdigest()
+    found = _sha256_of(path, error)
     if found != data["weights_sha256"]:
         raise error(
             f"{path}: the weights do not match their sidecar {sidecar.name}: their sha256 "
@@ -177,8 +187,8 @@ def read_artifact(
             "write the pair again)"
         )
     try:
-        tensors = safetensors.torch.load(blob)
-    except (safetensors.SafetensorError, ValueError, RuntimeError) as exc:
+        tensors = safetensors.torch.load_file(str(path), device="cpu")
+    except (safetensors.SafetensorError, ValueError, RuntimeError, OSError) as exc:
         raise error(f"{path}: damaged safetensors file ({str(exc).splitlines()[0]})") from None
     return tensors, data
 

@@ -506,17 +506,21 @@ def one_line(exc: BaseException) -> str:
 def load_pickle(
     stream: BinaryIO, label: str, persistent: Callable[[object], Any] | None = None,
     overrides: dict[tuple[str, str], Any] | None = None,
+    on_scanned: Callable[[int], None] | None = None,
 ) -> Any:
     """Unpickle one object from a seekable binary stream through the allow-list, then
     :func:`check_materialised` it; the stream is left just after the pickle.
 
     ``label`` (usually the file path) starts every error message. ``persistent`` resolves
     persistent ids (torch files' storages; without it they are refused); ``overrides``
-    replaces allow-list entries for this load (the torch reader's survey pass).
+    replaces allow-list entries for this load; ``on_scanned`` is told where the pickle ends
+    (after the opcode scan, before anything is built).
     """
     start = stream.tell()
     scan_opcodes(stream, label, persistent_ids=persistent is not None)
     end = stream.tell()
+    if on_scanned is not None:
+        on_scanned(end)
     stream.seek(start)
     try:
         value = _AllowListUnpickler(stream, label, persistent, overrides).load()

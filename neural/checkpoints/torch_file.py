@@ -11,10 +11,10 @@ Both layouts torch writes are read here through the project's allow-listed unpic
   against its CRC-32, and a storage's element count must equal its entry's size.
 - **legacy** (``_use_new_zipfile_serialization=False``, and every storage embedded in an
   NVIDIA ``.pkl``): magic number, protocol, system info and data pickles, the storage keys,
-  then each storage as an int64 element count followed by its bytes. The data pickle is
-  surveyed first (tensors not built) to learn each storage's dtype and declared size, then the
-  raw section is read and checked against those sizes before anything is allocated, then the
-  pickle is loaded for real.
+  then each storage as an int64 element count followed by its bytes. Each storage the data
+  pickle names is allocated only after the sizes declared so far were checked against the
+  bytes left in the file after that pickle; the raw bytes are then read straight into the
+  storages, each checked against its own size field.
 
 Nothing a file says is allocated before it is compared with the bytes actually present.
 """
@@ -25,6 +25,7 @@ import io
 import os
 import struct
 import zipfile
+import zlib
 from typing import IO, Any
 
 import torch
@@ -43,12 +44,6 @@ ZIP_MAX_ENTRIES = 100_000
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 _LOCAL_MAGIC = b"PK\x03\x04"
-
-
-def _storage_from_bytes(buf: bytearray, dtype: torch.dtype) -> torch.storage.TypedStorage:
-    untyped = torch.frombuffer(buf, dtype=torch.uint8).untyped_storage() if buf else \
-        torch.UntypedStorage(0)
-    return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
 
 
 def _parse_pid(pid: object, label: str, legacy: bool) -> tuple[StorageType, str, int]:
@@ -76,18 +71,25 @@ def _itemsize(dtype: torch.dtype) -> int:
 # ------------------------------------------------------------------ legacy layout
 
 
-def _survey_tensor(*args: Any) -> torch.Tensor:
-    return torch.empty(0)
+def _empty_storage(nbytes: int, dtype: torch.dtype) -> torch.storage.TypedStorage:
+    return torch.storage.TypedStorage(wrap_storage=torch.UntypedStorage(nbytes), dtype=dtype,
+                                      _internal=True)
 
 
-_SURVEY = {
-    ("torch._utils", "_rebuild_tensor_v2"): _survey_tensor,
-    ("torch._tensor", "_rebuild_from_type_v2"): _survey_tensor,
-}
+def _bytes_of(storage: torch.storage.TypedStorage) -> memoryview:
+    """A writable byte view of a storage (to read a file straight into it)."""
+    untyped = storage._untyped_storage
+    flat = torch.empty(0, dtype=torch.uint8).set_(untyped)  # type: ignore[call-overload]
+    return memoryview(flat.numpy()).cast("B")  # type: ignore[arg-type]
 
 
 def read_legacy_torch(stream: IO[bytes], label: str, size: int) -> Any:
-    """The object of a legacy ``torch.save`` stream of ``size`` bytes (at its start)."""
+    """The object of a legacy ``torch.save`` stream of ``size`` bytes (at its start).
+
+    Storages are created while the data pickle is read, each only after the sum of the sizes
+    declared so far was checked against the bytes the file has after that pickle (so what is
+    allocated is bounded by the file); their bytes are then read straight into them, each
+    checked against its own size field."""
     magic = load_pickle(stream, label)  # type: ignore[arg-type]
     if magic != LEGACY_MAGIC:
         raise CheckpointError(f"{label}: not a torch file (magic number {magic!r:.40})")
@@ -99,24 +101,38 @@ def read_legacy_torch(stream: IO[bytes], label: str, size: int) -> Any:
     if not isinstance(info, dict) or info.get("little_endian") is not True:
         raise CheckpointError(f"{label}: expected a little-endian torch file, found system "
                               f"info {info!r:.80}")
-    data_start = stream.tell()
-    declared: dict[str, tuple[StorageType, int]] = {}
+    storages: dict[str, tuple[torch.storage.TypedStorage, StorageType, int]] = {}
+    room = [0]  # bytes after the data pickle: what all storages together may occupy
 
-    def survey(pid: object) -> Any:
+    def scanned(end: int) -> None:
+        room[0] = size - end
+
+    def resolve(pid: object) -> Any:
         storage_type, key, numel = _parse_pid(pid, label, legacy=True)
-        if declared.setdefault(key, (storage_type, numel)) != (storage_type, numel):
-            raise CheckpointError(f"{label}: storage {key} is declared twice differently")
-        return _storage_from_bytes(bytearray(), storage_type.dtype)
+        if key in storages:
+            known = storages[key]
+            if (known[1], known[2]) != (storage_type, numel):
+                raise CheckpointError(f"{label}: storage {key} is declared twice differently")
+            return known[0]
+        nbytes = numel * _itemsize(storage_type.dtype)
+        room[0] -= nbytes + 8  # + its int64 size field
+        if room[0] < 0:
+            raise CheckpointError(
+                f"{label}: truncated or crafted: storage {key} declares {numel} elements "
+                f"({nbytes} bytes), more than the file has left after its data"
+            )
+        storage = _empty_storage(nbytes, storage_type.dtype)
+        storages[key] = (storage, storage_type, numel)
+        return storage
 
-    load_pickle(stream, label, survey, _SURVEY)  # type: ignore[arg-type]
+    value = load_pickle(stream, label, resolve, on_scanned=scanned)  # type: ignore[arg-type]
     keys = load_pickle(stream, label)  # type: ignore[arg-type]
-    if not isinstance(keys, list) or sorted(map(str, keys)) != sorted(declared) \
-            or not all(isinstance(k, str) for k in keys):
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) \
+            or sorted(keys) != sorted(storages):
         raise CheckpointError(f"{label}: the storage key list does not match the storages the "
                               "data refers to")
-    storages: dict[str, torch.storage.TypedStorage] = {}
     for key in keys:
-        storage_type, numel = declared[key]
+        storage, storage_type, numel = storages[key]
         head = stream.read(8)
         if len(head) != 8:
             raise CheckpointError(f"{label}: truncated: storage {key} has no size field")
@@ -124,23 +140,11 @@ def read_legacy_torch(stream: IO[bytes], label: str, size: int) -> Any:
         if found != numel:
             raise CheckpointError(f"{label}: storage {key}: the data declares {numel} elements, "
                                   f"its size field {found}")
-        nbytes = numel * _itemsize(storage_type.dtype)
-        left = size - stream.tell()
-        if nbytes > left:
-            raise CheckpointError(f"{label}: truncated: storage {key} needs {nbytes} bytes, "
-                                  f"{left} remain")
-        buf = bytearray(nbytes)
-        if stream.readinto(buf) != nbytes:  # type: ignore[attr-defined]
-            raise CheckpointError(f"{label}: truncated: storage {key} ends early")
-        storages[key] = _storage_from_bytes(buf, storage_type.dtype)
-    end = stream.tell()
-
-    def resolve(pid: object) -> Any:
-        return storages[_parse_pid(pid, label, legacy=True)[1]]
-
-    stream.seek(data_start)
-    value = load_pickle(stream, label, resolve)  # type: ignore[arg-type]
-    stream.seek(end)
+        target = _bytes_of(storage) if numel else memoryview(b"")
+        got = stream.readinto(target) if numel else 0  # type: ignore[attr-defined]
+        if got != len(target):
+            raise CheckpointError(f"{label}: truncated: storage {key} needs {len(target)} bytes, "
+                                  f"{got} remain")
     return value
 
 
@@ -241,6 +245,25 @@ def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> 
     return buf
 
 
+def _read_storage(stream: IO[bytes], info: zipfile.ZipInfo, dtype: torch.dtype, label: str
+                  ) -> torch.storage.TypedStorage:
+    """A stored entry's bytes read straight into a new storage, then CRC-checked (its local
+    header was checked by ``_check_archive``)."""
+    stream.seek(info.header_offset)
+    fields = _LOCAL_HEADER.unpack(stream.read(_LOCAL_HEADER.size))
+    stream.seek(info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10])
+    storage = _empty_storage(info.file_size, dtype)
+    if not info.file_size:
+        return storage
+    target = _bytes_of(storage)
+    if stream.readinto(target) != info.file_size:  # type: ignore[attr-defined]
+        raise CheckpointError(f"{label}: zip entry {info.filename} is cut short")
+    if zlib.crc32(target) != info.CRC:
+        raise CheckpointError(f"{label}: damaged zip entry {info.filename} (Bad CRC-32: the "
+                              "stored bytes differ from the ones written)")
+    return storage
+
+
 def read_torch_zip(stream: IO[bytes], label: str, size: int) -> Any:
     """The object of a zip ``torch.save`` file (stream at its start, ``size`` bytes)."""
     try:
@@ -276,8 +299,7 @@ def read_torch_zip(stream: IO[bytes], label: str, size: int) -> Any:
                     f"{label}: storage {key}: expected {nbytes} bytes ({numel} x "
                     f"{storage_type.dtype}), its archive entry holds {info.file_size}"
                 )
-            storages[key] = _storage_from_bytes(_read_entry(archive, info, label),
-                                                storage_type.dtype)
+            storages[key] = _read_storage(stream, info, storage_type.dtype, label)
             return storages[key]
 
         data = _read_entry(archive, pkls[0], label)
