@@ -7,35 +7,27 @@ import secrets
 
 import numpy as np
 from bpy.props import EnumProperty, IntProperty
-from bpy.types import Context, Operator
+from bpy.types import Context
 
 from ..controls_eval import basis_problem, control_basis, head_of
 from ..controls_props import preset_name
 from ..head_control import add_control_shape_keys
 from ..identity import new_identity
 from ..neural.errors import NeuralError
-from ..properties import deferred_rig_changes, is_face_rig
+from ..properties import deferred_rig_changes
 from ..rig.control_basis import controls_from_expression, expression_from_controls
 from ..rig.controls import CONTROL_NAMES
 from ..rig.errors import RigError
 from ..rig.expressions import blend_preset, preset
 from ..rig.key_light import sh_to_key_light
 from ..rig_props import randomise_group
+from .rig_groups import FaceRigOperator
 
 SEED_MAX = 2**31 - 1
 RANDOMISED_WITH_IDENTITY = ("identity", "expression", "reflectance", "rotation", "illumination")
 
 
-class _RigOperator(Operator):
-    @classmethod
-    def poll(cls, context: Context) -> bool:
-        if not is_face_rig(context.object):
-            cls.poll_message_set("The active object is not a face rig")
-            return False
-        return True
-
-
-class NFR_OT_reset_controls(_RigOperator):
+class NFR_OT_reset_controls(FaceRigOperator):
     """Set every named control and the preset weight to 0"""
 
     bl_idname = "nfr.reset_controls"
@@ -51,7 +43,7 @@ class NFR_OT_reset_controls(_RigOperator):
         return {"FINISHED"}
 
 
-class NFR_OT_apply_preset(_RigOperator):
+class NFR_OT_apply_preset(FaceRigOperator):
     """Write the chosen expression, mixed by the preset weight, into the sliders"""
 
     bl_idname = "nfr.apply_preset"
@@ -70,7 +62,7 @@ class NFR_OT_apply_preset(_RigOperator):
         return {"FINISHED"}
 
 
-class NFR_OT_control_shape_keys(_RigOperator):
+class NFR_OT_control_shape_keys(FaceRigOperator):
     """Add one shape key per named control to the rig's 3DMM head, driven by the controls"""
 
     bl_idname = "nfr.control_shape_keys"
@@ -89,7 +81,7 @@ class NFR_OT_control_shape_keys(_RigOperator):
         return {"FINISHED"}
 
 
-class NFR_OT_new_identity(_RigOperator):
+class NFR_OT_new_identity(FaceRigOperator):
     """Draw a new plausible face (DiscoFaceGAN's VAE when its files are set, else the rig's
     prior); expression, pose and light stay"""
 
@@ -113,7 +105,7 @@ class NFR_OT_new_identity(_RigOperator):
         return {"FINISHED"}
 
 
-class NFR_OT_store_identity(_RigOperator):
+class NFR_OT_store_identity(FaceRigOperator):
     """Store the current identity as identity A or B of the blend"""
 
     bl_idname = "nfr.store_identity"
@@ -132,7 +124,7 @@ class NFR_OT_store_identity(_RigOperator):
         return {"FINISHED"}
 
 
-class NFR_OT_randomise_all(_RigOperator):
+class NFR_OT_randomise_all(FaceRigOperator):
     """Randomise expression, reflectance, pose and light (and identity unless locked)"""
 
     bl_idname = "nfr.randomise_all"
@@ -155,7 +147,7 @@ class NFR_OT_randomise_all(_RigOperator):
         return {"FINISHED"}
 
 
-class NFR_OT_key_light_from_sh(_RigOperator):
+class NFR_OT_key_light_from_sh(FaceRigOperator):
     """Read the dominant light of the raw SH coefficients (e.g. from a photo) into the key
     light, and set the raw SH to zero"""
 
@@ -181,7 +173,7 @@ class NFR_OT_key_light_from_sh(_RigOperator):
         return {"FINISHED"}
 
 
-class NFR_OT_controls_from_expression(_RigOperator):
+class NFR_OT_controls_from_expression(FaceRigOperator):
     """Express the raw expression coefficients (e.g. from a photo or a capture) as named
     controls; what they cannot express stays in the raw coefficients"""
 

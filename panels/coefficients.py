@@ -10,7 +10,7 @@ from ..operators.presets import NFR_OT_load_preset, NFR_OT_save_preset
 from ..operators.rig_groups import NFR_OT_randomise_group, NFR_OT_reset_group
 from ..properties import GROUP_LABELS, NFR_FaceRig, coefficient_key, is_face_rig
 from ..rig.params import GROUP_SIZES
-from .controls import draw_ignored  # controls
+from .ignored import draw_ignored  # controls
 
 LEADING_COEFFICIENTS = 10
 LEADING_SH_ROWS = 4  # SH bands 0 and 1: ambient and directional light

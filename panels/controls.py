@@ -4,9 +4,8 @@ the raw coefficient panels. Controls a backend ignores are greyed with the reaso
 
 from __future__ import annotations
 
-from bpy.types import Context, Panel, UILayout
+from bpy.types import Context, UILayout
 
-from ..contract import catalogue
 from ..controls_eval import basis_problem, head_of
 from ..controls_props import control_label
 from ..operators.controls import (
@@ -19,36 +18,9 @@ from ..operators.controls import (
     NFR_OT_reset_controls,
     NFR_OT_store_identity,
 )
-from ..properties import is_face_rig
 from ..rig.controls import GROUP_LABELS, GROUPS, control, controls_in_group
-
-
-def ignored_reason(ob, group: str) -> str | None:
-    """Why the rig's backend ignores rig ``group`` (for a greyed panel), or None."""
-    try:
-        spec = catalogue.backend(ob.face_rig.backend)
-    except Exception:  # an unknown backend id: the Model panel reports it
-        return None
-    if group in spec.groups:
-        return None
-    return f"{spec.label} ignores the {group} (no rig mapping)"
-
-
-def draw_ignored(layout: UILayout, ob, group: str) -> None:
-    reason = ignored_reason(ob, group)
-    if reason:
-        layout.label(text=reason, icon="INFO")
-        layout.active = False
-
-
-class _ArtistPanel(Panel):
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Face Rig"
-
-    @classmethod
-    def poll(cls, context: Context) -> bool:
-        return is_face_rig(context.object)
+from .coefficients import FaceRigPanel
+from .ignored import draw_ignored
 
 
 def draw_control_group(layout: UILayout, named, group: str) -> None:
@@ -69,7 +41,7 @@ def draw_control_group(layout: UILayout, named, group: str) -> None:
             col.prop(named, c.name)
 
 
-class NFR_PT_named_controls(_ArtistPanel):
+class NFR_PT_named_controls(FaceRigPanel):
     """Named expression controls (ARKit) and the expression library."""
 
     bl_idname = "NFR_PT_named_controls"
@@ -97,7 +69,7 @@ class NFR_PT_named_controls(_ArtistPanel):
                          icon="SHAPEKEY_DATA")
 
 
-class NFR_PT_key_light(_ArtistPanel):
+class NFR_PT_key_light(FaceRigPanel):
     """A key light and ambient colour, or a Blender light to follow."""
 
     bl_idname = "NFR_PT_key_light"
@@ -124,7 +96,7 @@ class NFR_PT_key_light(_ArtistPanel):
         col.prop(light, "ambient")
 
 
-class NFR_PT_head_identity(_ArtistPanel):
+class NFR_PT_head_identity(FaceRigPanel):
     """Grab the 3DMM head to turn the face; new, stored and blended identities."""
 
     bl_idname = "NFR_PT_head_identity"
@@ -153,7 +125,7 @@ class NFR_PT_head_identity(_ArtistPanel):
         sub.prop(controls, "identity_blend", slider=True)
 
 
-class NFR_PT_advanced(_ArtistPanel):
+class NFR_PT_advanced(FaceRigPanel):
     """The model's raw coefficients (what the named controls add to)."""
 
     bl_idname = "NFR_PT_advanced"
