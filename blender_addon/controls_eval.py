@@ -231,8 +231,8 @@ def world_colour(world: bpy.types.World) -> tuple[float, float, float]:
 def apply_artist_controls(ob: Object, params: RigParams,
                           depsgraph: Depsgraph | None = None) -> RigParams:
     """``params`` (the rig's raw coefficients) with the artist's controls of ``ob`` added; a
-    new RigParams (the input is not changed). Failures print a traceback and leave the
-    group they concern raw: a broken control must not stop the face."""
+    new RigParams (the input is not changed). A failure prints a traceback and sends the
+    raw values: a broken control must not stop the face."""
     source = ob.evaluated_get(depsgraph) if depsgraph is not None else ob
     controls = getattr(source, "face_controls", None)
     if controls is None:
