@@ -138,8 +138,6 @@ def _face_rig_stage(config: dict[str, Any], face_model: str) -> dict[str, Any]:
     if card is None or not card.face_rig.is_rig:
         raise StageError("nfr.add_rig finished without an active face rig")
     with extension["live"].paused():  # no previews: nothing polls for them in background mode
-        if any(child.type == "MESH" for child in card.children):  # the head: ARKit shape keys
-            bpy.ops.nfr.control_shape_keys()  # type: ignore[attr-defined]
         if backend == "stylegan2":
             for direction, first, last, label in SEFA_SLIDERS:
                 extension["rig_props"].add_sefa_slider(card, direction, first, last, label)
