@@ -35,7 +35,8 @@ def _add_capture(sub: argparse._SubParsersAction) -> None:
                    help="landmark detector (default dlib; fan needs its weight files)")
     p.add_argument("--fps", type=float, help="the source's frame rate (image sequences: 24)")
     p.add_argument("--timecode", help="start timecode HH:MM:SS:FF of the source")
-    p.add_argument("--focal", type=float, help="lens focal length in video pixels")
+    p.add_argument("--focal", type=float,
+                   help="lens focal length in video pixels (default: solved once over the clip)")
     p.add_argument("--scene-fps", type=float, help="scene frame rate (default: the source's)")
     p.add_argument("--frame-start", type=int, default=1, help="scene frame of the first frame")
     p.add_argument("--smoothing", type=float, default=1.0,

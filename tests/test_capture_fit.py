@@ -129,6 +129,24 @@ def test_recovers_pose_and_expression_per_frame(tm, basis):
     assert np.sqrt((curve_error**2).mean(axis=1)).max() < 0.1 + 0.01
 
 
+def test_the_lens_is_solved_once_over_the_clip(tm, basis):
+    """A clip shot through a wide lens (25° across 224 px, focal 500 px; the head nearer so
+    it fills the frame the same): the focal-length search finds the lens, and the pose
+    follows through it."""
+    rig, _ = performance(basis, frames=24, seed=6)
+    rig[:, GROUP_SLICES["translation"].start + 2] = 10 - 10 * 500 / 1015 + 0.05 * np.sin(
+        np.arange(24) / 5
+    )
+    wide = Camera(focal=500.0, center=112.0, size=224)
+    landmarks = project_landmarks(tm, rig, wide)
+    fit = fit_clip(tm, landmarks, np.ones(24), (224, 224), landmark_sigma=0.01)
+    assert fit.camera.camera.focal == pytest.approx(500.0, rel=0.01)
+    assert np.abs(fit.rotation - rig[:, GROUP_SLICES["rotation"]]).max() < 2e-3
+    # A lens given by the caller is used as it is.
+    fixed = fit_clip(tm, landmarks[:4], np.ones(4), (224, 224), focal=700.0, key_frames=4)
+    assert fixed.camera.camera.focal == 700.0
+
+
 def test_projection_matches_the_rig_controls(basis):
     rng = np.random.default_rng(4)
     expressions = rng.uniform(0, 0.7, (6, len(basis.names))) @ basis.directions

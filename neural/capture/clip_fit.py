@@ -4,7 +4,8 @@ The clip's camera: the video is a pinhole camera with its principal point at the
 centre and one focal length for the whole clip; its landmarks are rescaled into the rig's
 square camera (``rig_camera``, 224 px by default) by ``ClipCamera``, which keeps the field of
 view, so rig rotation and translation mean what they mean for the rig. The focal length is
-the caller's (a known lens) or, by default, the rig camera's field of view.
+the caller's (a known lens) or solved once over the clip (``solve_focal``: the lens under
+which the joint fit below has the lowest MAP energy, searched over 4°..40° fields of view).
 
 Identity is solved once over the clip: a joint maximum a posteriori fit over ``key_frames``
 frames spread over the clip (one shared identity [80], per frame pose [6] and expression [64];
@@ -17,6 +18,7 @@ landmark confidence is below ``min_confidence`` are left to the smoother to brid
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +33,7 @@ from ...rig.params import GROUP_SLICES, RIG_SIZE
 from . import CaptureCancelled, CaptureError
 
 N_ID, N_EXP = 80, 64
+FOCAL_KEY_FRAMES = 8  # frames the focal-length search fits (each trial is a joint fit)
 _LOCAL = 6 + N_EXP  # per-frame unknowns: angles 3, translation 3, expression 64
 
 
@@ -155,22 +158,33 @@ def solve_identity(
     expression_prior: float = 1.0,
     identity_prior: float = 1.0,
     steps: int = 30,
-) -> tuple[np.ndarray, np.ndarray]:
+    start: tuple[np.ndarray, np.ndarray, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Joint fit over K frames (module docstring): ``landmarks`` [K, 68, 2] rig camera px ->
-    (identity [80], per-frame [K, 70] angles | translation | expression). Float64."""
+    (identity [80], per-frame [K, 70] angles | translation | expression, the energy at the
+    optimum: data + prior, the MAP objective). Float64. ``start``: (identity, local, focal)
+    of an earlier fit of the same frames through another focal length, to start from (depths
+    rescaled to the new focal) instead of from per-frame fits."""
     k = len(landmarks)
     target = torch.as_tensor(landmarks, dtype=torch.float64).reshape(k, -1)
-    start = fit_landmarks(
-        tm, target.reshape(k, -1, 2).to(tm.mean_shape.dtype), camera,
-        landmark_sigma=landmark_sigma, expression_prior=expression_prior, steps=steps,
-    )
-    assert isinstance(start, torch.Tensor)
-    start = start.double().cpu()
-    local = torch.cat(
-        [start[:, GROUP_SLICES["rotation"]], start[:, GROUP_SLICES["translation"]],
-         start[:, GROUP_SLICES["expression"]]], dim=1,
-    )
-    identity = torch.zeros(N_ID, dtype=torch.float64)
+    if start is None:
+        first = fit_landmarks(
+            tm, target.reshape(k, -1, 2).to(tm.mean_shape.dtype), camera,
+            landmark_sigma=landmark_sigma, expression_prior=expression_prior, steps=steps,
+        )
+        assert isinstance(first, torch.Tensor)
+        first = first.double().cpu()
+        local = torch.cat(
+            [first[:, GROUP_SLICES["rotation"]], first[:, GROUP_SLICES["translation"]],
+             first[:, GROUP_SLICES["expression"]]], dim=1,
+        )
+        identity = torch.zeros(N_ID, dtype=torch.float64)
+    else:
+        identity = torch.as_tensor(start[0], dtype=torch.float64).clone()
+        local = torch.as_tensor(start[1], dtype=torch.float64).clone()
+        # The same image size through a longer lens means a proportionally farther head.
+        depth = camera.distance - local[:, 5]
+        local[:, 5] = camera.distance - depth * (camera.focal / start[2])
     keypoints = _KeypointModel(tm, camera)
     local_prior = np.r_[np.zeros(6), np.full(N_EXP, expression_prior)]  # [70] per frame
 
@@ -222,7 +236,45 @@ def solve_identity(
             damping *= 10.0
         if not improved:
             break
-    return identity.numpy(), local.numpy()
+    return identity.numpy(), local.numpy(), current
+
+
+FOV_RANGE = (math.radians(4.0), math.radians(40.0))
+"""Lenses a focal-length search considers: 4° (long tele) to 40° (wide) across the frame."""
+
+
+def solve_focal(
+    tm: TorchFaceModel,
+    landmarks: np.ndarray,
+    camera: Camera,
+    *,
+    landmark_sigma: float,
+    expression_prior: float = 1.0,
+    identity_prior: float = 1.0,
+    steps: int = 15,
+) -> float:
+    """The focal length (rig px) of ``camera`` under which the joint fit of ``landmarks``
+    [K, 68, 2] has the lowest MAP energy: a bounded Brent search on log focal over FOV_RANGE.
+    Perspective is what tells lenses apart: the same head, turning, foreshortens differently
+    through a wide and a long lens."""
+    from scipy.optimize import minimize_scalar
+
+    previous: list[tuple[np.ndarray, np.ndarray, float]] = []
+
+    def energy(log_focal: float) -> float:
+        trial = Camera(math.exp(log_focal), camera.center, camera.size, camera.distance)
+        identity, local, value = solve_identity(
+            tm, landmarks, trial, landmark_sigma=landmark_sigma,
+            expression_prior=expression_prior, identity_prior=identity_prior, steps=steps,
+            start=previous[-1] if previous else None,
+        )
+        previous.append((identity, local, trial.focal))
+        return value
+
+    low, high = (math.log(0.5 * camera.size / math.tan(0.5 * fov)) for fov in FOV_RANGE[::-1])
+    result = minimize_scalar(energy, bounds=(low, high), method="bounded",
+                             options={"xatol": 4e-3})
+    return float(math.exp(result.x))
 
 
 def key_frame_indices(usable: np.ndarray, count: int) -> np.ndarray:
@@ -253,8 +305,8 @@ def fit_clip(
     cancel: Callable[[], bool] | None = None,
 ) -> ClipFit:
     """Fit a clip (module docstring). ``landmarks`` [N, 68, 2] video px, ``confidence`` [N];
-    ``landmark_sigma`` is in video px. ``progress(done, N)`` after each batch, ``cancel()``
-    before each (CaptureCancelled)."""
+    ``landmark_sigma`` is in video px; ``focal`` the lens in video px (None: solved).
+    ``progress(done, N)`` after each batch, ``cancel()`` before each (CaptureCancelled)."""
     points = np.asarray(landmarks, np.float64)
     conf = np.asarray(confidence, np.float64)
     n = len(points)
@@ -271,7 +323,14 @@ def fit_clip(
     rig_points = mapping.to_rig(np.where(usable[:, None, None], points, 0.0))
     sigma = landmark_sigma * mapping.scale
     keys = key_frame_indices(usable, key_frames)
-    identity, _ = solve_identity(
+    if focal is None:
+        solved = solve_focal(
+            tm, rig_points[key_frame_indices(usable, FOCAL_KEY_FRAMES)], mapping.camera,
+            landmark_sigma=sigma, expression_prior=expression_prior,
+            identity_prior=identity_prior,
+        )
+        mapping = clip_camera(video_size, solved / mapping.scale, rig_camera)
+    identity, _, _ = solve_identity(
         tm, rig_points[keys], mapping.camera, landmark_sigma=sigma,
         expression_prior=expression_prior, identity_prior=identity_prior, steps=steps,
     )

@@ -127,8 +127,8 @@ def curves_from_fit(
 @dataclass
 class CaptureOptions:
     """Video capture settings: detector ("dlib" default, "fan" when its weights are present);
-    fps / timecode override the source's; focal the lens in video px (default: the rig
-    camera's field of view); scene_fps (default: the clip's rate) and frame_start place the
+    fps / timecode override the source's; focal the lens in video px (default: solved
+    once over the clip); scene_fps (default: the clip's rate) and frame_start place the
     curves on the timeline; landmark_sigma (video px) weighs landmarks against the priors."""
 
     detector: str = "dlib"
