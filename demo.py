@@ -20,7 +20,8 @@
    extension's inference worker) and save ``out/demo.blend``.
 5. Compare the two silhouettes (intersection over union): the cameras and geometry agree.
 6. The named controls' contact sheet ``out/controls.png``: every control of rig.controls at
-   0, 0.5 and 1 on the 3DMM render (rig.render, 224 px camera), labelled.
+   0, 0.5 and 1 on the 3DMM render (rig.render, 224 px camera), labelled; with real
+   DiscoFaceGAN weights also ``out/controls_neural.png`` on the neural face.
 
 The Blender part is blender_addon/demo_stage.py, run in a child process: Blender's process
 never loads torch (its worker process does) and this driver never loads bpy.
@@ -58,6 +59,7 @@ FACE_MODEL_ENV = "NFR_FACE_MODEL"
 SYNTHETIC_MODEL_NAME = "synthetic_BFM_model_front.mat"
 RIG_IMAGE_NAME = "rig_face.png"
 CONTROLS_SHEET_NAME = "controls.png"
+NEURAL_SHEET_NAME = "controls_neural.png"
 BLENDER_IMAGE_NAME = "rig_head_blender.png"
 HEAD_BLEND_NAME = "rig_head.blend"
 BLEND_NAME = "demo.blend"
@@ -138,6 +140,11 @@ def _run_demo(out: Path, seed: int) -> None:
     sheet = out / CONTROLS_SHEET_NAME
     _controls_contact_sheet(face_model, sheet)
     print(f"Controls:         {sheet} (each named control at 0, 0.5, 1 on the 3DMM render)")
+    weights = models / "discofacegan.safetensors"
+    if not untrained and weights.is_file():  # untrained faces would show nothing
+        neural = out / NEURAL_SHEET_NAME
+        _controls_contact_sheet(face_model, neural, _neural_tiles(weights))
+        print(f"                  {neural} (the same on the DiscoFaceGAN face)")
     print(f"Done in {time.perf_counter() - start:.1f} s.")
 
 
@@ -287,18 +294,18 @@ def _render_with_rig(
     return rendered.mask[0, 0].numpy() > 0.5
 
 
-def _controls_contact_sheet(face_model: FaceModel, path: Path, columns: int = 4) -> None:
-    """Every named control at 0, 0.5 and 1 on the 3DMM render (224 px camera, shown at half
-    size), frontal, lit by a key light; one labelled cell per control, ``columns`` per row."""
-    import torch
+def _controls_contact_sheet(
+    face_model: FaceModel, path: Path, render: Any = None, columns: int = 4
+) -> None:
+    """Every named control at 0, 0.5 and 1, frontal, lit by a key light; one labelled cell
+    per control, ``columns`` per row. ``render``: rig vectors [B, 257] -> uint8 images
+    [B, S, S, 3] (default: the 3DMM render, rig.render at the 224 px camera, half size)."""
     from neural_face_rig.rig.control_basis import derive_controls, expression_from_controls
-    from neural_face_rig.rig.geometry import TorchFaceModel
     from neural_face_rig.rig.key_light import KeyLight, key_light_to_sh
-    from neural_face_rig.rig.render import render_face
     from PIL import Image, ImageDraw
 
     basis = derive_controls(face_model)
-    torch_model = TorchFaceModel.from_face_model(face_model)
+    render = render or _rig_tiles(face_model)
     light = key_light_to_sh(KeyLight(30.0, 20.0, 0.6, ambient=(0.45, 0.45, 0.45)))
     steps = (0.0, 0.5, 1.0)
     rigs = []
@@ -308,13 +315,8 @@ def _controls_contact_sheet(face_model: FaceModel, path: Path, columns: int = 4)
             params.expression = expression_from_controls(basis, {name: value})
             params.illumination = light
             rigs.append(params.to_vector())
-    images = []
-    with torch.no_grad():
-        for start in range(0, len(rigs), 8):
-            batch = torch.from_numpy(np.stack(rigs[start : start + 8]))
-            rendered = render_face(torch_model, batch, CAMERA_224).image.clamp(0.0, 1.0)
-            halves = torch.nn.functional.avg_pool2d(rendered, 2)  # [B, 3, 112, 112]
-            images.extend((halves.permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8))
+    images = [image for start in range(0, len(rigs), 8)
+              for image in render(np.stack(rigs[start : start + 8]))]
     tile, label = images[0].shape[0], 16
     cell_w, cell_h = tile * len(steps), tile + label
     rows = -(-len(basis.names) // columns)
@@ -328,6 +330,44 @@ def _controls_contact_sheet(face_model: FaceModel, path: Path, columns: int = 4)
                         (x + step * tile, y + label))
     with atomic_open(path, "wb") as handle:
         sheet.save(handle, format="PNG")
+
+
+def _rig_tiles(face_model: FaceModel) -> Any:
+    """Rig vectors [B, 257] -> 3DMM renders [B, 112, 112, 3] uint8 (224 px camera, halved)."""
+    import torch
+    from neural_face_rig.rig.geometry import TorchFaceModel
+    from neural_face_rig.rig.render import render_face
+
+    torch_model = TorchFaceModel.from_face_model(face_model)
+
+    def render(rigs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            image = render_face(torch_model, torch.from_numpy(rigs), CAMERA_224).image
+            halves = torch.nn.functional.avg_pool2d(image.clamp(0.0, 1.0), 2)
+        return (halves.permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
+
+    return render
+
+
+def _neural_tiles(weights: Path, size: int = 128) -> Any:
+    """Rig vectors [B, 257] -> DiscoFaceGAN faces [B, size, size, 3] uint8 (seed 0, psi 0.7)."""
+    import torch
+    from neural_face_rig.contract.state import RigState
+    from neural_face_rig.neural.backends import load_backend
+
+    backend = load_backend("discofacegan", str(weights), "cpu", {})
+
+    def render(rigs: np.ndarray) -> np.ndarray:
+        faces = []
+        with torch.no_grad():
+            for rig in rigs:
+                state = RigState(backend="discofacegan", rig=rig, seed=0, psi=0.7)
+                image = backend.render(state)[:, :3]
+                image = torch.nn.functional.interpolate(image, size=(size, size), mode="area")
+                faces.append(((image[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round())
+        return torch.stack(faces).numpy().astype(np.uint8)
+
+    return render
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
