@@ -176,10 +176,11 @@ class WorkerClient:
         if proc is not None:
             proc.kill()
             proc.wait()
+        self._join_threads()  # the reader threads end at the pipes' end of file
+        if proc is not None:
             for stream in (proc.stdin, proc.stdout, proc.stderr):
                 if stream is not None:
                     stream.close()
-        self._join_threads()
         self._close_slots()
         self.crashes += 1
 
@@ -343,11 +344,15 @@ class WorkerClient:
 
     def _take_image(self, proc: subprocess.Popen[bytes], message: dict[str, Any]) -> FaceImage:
         """Copy the slot's pixels and hand the slot back to the worker at once."""
-        name, size = str(message["slot"]), int(message["size"])
+        name, native = str(message["slot"]), int(message["size"])
+        if not 0 < native <= wp.MAX_IMAGE_SIZE:
+            raise ValueError(f"image size {native} outside 1..{wp.MAX_IMAGE_SIZE}")
+        size = int(message.get("final_size") or native)
         slot = self._slots.get(name)
         if slot is None:
             slot = self._slots[name] = _attach(name)
-        pixels = wp.image_view(slot.buf, size).copy()
+        # Scaled here, in the reader thread: Blender's main thread only copies.
+        pixels = wp.upscale_pixels(wp.image_view(slot.buf, native).copy(), native, size)
         with self._write_lock:
             assert proc.stdin is not None
             proc.stdin.write(wp.encode({"type": wp.RELEASE, "slot": name}))
@@ -355,7 +360,7 @@ class WorkerClient:
         return FaceImage(
             request_id=int(message["id"]), target=str(message.get("target") or ""),
             block=int(message["block"]), size=size, final=bool(message["final"]),
-            final_size=int(message.get("final_size") or size),
+            native_size=native,
             pixels=pixels, model_sha256=str(message.get("model") or ""),
             untrained=bool(message.get("untrained")), seconds=float(message.get("seconds", 0)),
         )

@@ -358,6 +358,8 @@ def _note_event(event: WorkerEvent) -> None:
             _status[face] = event.message
         for ident in lost:
             del _requests[ident]
+    elif event.kind == protocol.LOADED:
+        _status[name] = f"model loaded ({event.data.get('resolution')} px)"
     elif event.kind == "directions":
         layers = tuple(int(r) for r in event.data.get("layers", ()))
         _directions[name] = (layers, int(event.data.get("count", 0)))
@@ -562,6 +564,24 @@ def on_load_post(*_args: object) -> None:
             node.image = image
         if missing and not bpy.app.background:
             request_update(ob)
+        else:  # background too: the worker warms up while the farm node reads the scene
+            preload(ob)
+
+
+def preload(ob: Object) -> int | None:
+    """Start the worker and load ``ob``'s model now (torch import and model load take
+    seconds), so the first slider move only pays for synthesis."""
+    if _paused or not is_live(ob):
+        return None
+    try:
+        ident = client().request_job(protocol.LOAD, job_for(ob))
+    except (LiveError, WorkerError) as exc:
+        _status[face_name(ob)] = str(exc)
+        return None
+    _requests[ident] = (face_name(ob), "")
+    _status[face_name(ob)] = "loading the model"
+    _ensure_timer()
+    return ident
 
 
 @persistent

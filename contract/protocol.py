@@ -317,13 +317,24 @@ def image_view(buffer: Any, size: int) -> np.ndarray:
     return np.ndarray((size * size * CHANNELS,), dtype=np.float32, buffer=buffer)
 
 
+def upscale_pixels(pixels: np.ndarray, size: int, to: int) -> np.ndarray:
+    """float32 [size * size * 4] Blender pixels -> [to * to * 4], nearest texel (a preview
+    shown at the face's final size; block sizes are powers of two, so every texel becomes
+    a whole square)."""
+    if size == to:
+        return pixels
+    index = (np.arange(to) * size) // to
+    image = pixels.reshape(size, size, CHANNELS)
+    return np.ascontiguousarray(image[index][:, index]).reshape(-1)
+
+
 @dataclass(frozen=True)
 class FaceImage:
     """An image from the worker, copied out of shared memory.
 
-    pixels: float32 [size * size * 4], linear RGBA, rows bottom-first (Blender's layout).
-    block: resolution of the synthesis block it came from; a preview crosses at its native
-    size (``size == block`` < ``final_size``), the final image at ``final_size``.
+    pixels: float32 [size * size * 4], linear RGBA, rows bottom-first (Blender's layout),
+    at the face's final size. block: resolution of the synthesis block it came from; a
+    preview crossed the pipe at ``native_size`` (its block's) and was scaled up on arrival.
     """
 
     request_id: int
@@ -335,12 +346,7 @@ class FaceImage:
     model_sha256: str = ""
     untrained: bool = False
     seconds: float = 0.0
-    final_size: int = 0
-
-    @property
-    def display_size(self) -> int:
-        """The size the face image shows it at (the final size; previews are scaled)."""
-        return self.final_size or self.size
+    native_size: int = 0
 
 
 @dataclass(frozen=True)

@@ -193,11 +193,13 @@ class SlotPool:
         self._free: dict[int, list[shared_memory.SharedMemory]] = {}
         self._busy: dict[str, tuple[int, shared_memory.SharedMemory]] = {}
 
-    def acquire(self, size: int, give_up: Callable[[], bool]) -> shared_memory.SharedMemory | None:
+    def acquire(
+        self, size: int, give_up: Callable[[], bool], keep_up_to: int | None = None
+    ) -> shared_memory.SharedMemory | None:
         """A free slot for ``size`` px images (created if below the limit), waiting for a
         release otherwise; None if ``give_up()`` turns true while waiting."""
         with self._cond:
-            self._close_free(other_than=size)
+            self._close_free(keep_up_to or size)
             while True:
                 free = self._free.setdefault(size, [])
                 if free:
@@ -228,9 +230,10 @@ class SlotPool:
         for slot in slots:
             _unlink(slot)
 
-    def _close_free(self, other_than: int) -> None:
-        """Free slots of other sizes are dropped (the resolution changed)."""
-        for size in [s for s in self._free if s != other_than]:
+    def _close_free(self, keep_up_to: int) -> None:
+        """Free slots larger than the current job's final size are dropped (the resolution
+        changed); smaller ones serve its previews."""
+        for size in [s for s in self._free if s > keep_up_to]:
             for slot in self._free.pop(size):
                 _unlink(slot)
                 self._channel.send({"type": wp.SLOT_CLOSED, "slot": slot.name})
@@ -420,9 +423,12 @@ class Worker:
             final = block.res == size
             if not final and (job.stream_from is None or block.res < job.stream_from):
                 continue
-            rgb = resize(as_rgb(block.image), size)
-            if model.untrained:
-                rgb = stamp_text(rgb)
+            # Previews cross the pipe at their block's own size (a 32 px preview of a 1024
+            # face is 16 KiB, not 16 MiB); Blender's side scales them for display.
+            rgb = as_rgb(block.image)
+            if model.untrained:  # the stamp needs the full size to be legible
+                rgb = stamp_text(resize(rgb, size))
+            native = rgb.shape[-1]
             if final and output is not None:
                 write_png(rgb, output, bits=16)
                 self.channel.send({
@@ -432,13 +438,13 @@ class Worker:
                 return
             if job.output_path:
                 continue
-            slot = self.slots.acquire(size, cancel)
+            slot = self.slots.acquire(native, cancel, keep_up_to=size)
             if slot is None:
                 raise SynthesisCancelled("superseded while waiting for a free image slot")
-            to_blender_rgba(rgb, size, out=wp.image_view(slot.buf, size))
+            to_blender_rgba(rgb, native, out=wp.image_view(slot.buf, native))
             self.channel.send({
                 "type": wp.IMAGE, "id": ident, "target": job.target, "block": block.res,
-                "size": size, "final": final, "slot": slot.name,
+                "size": native, "final_size": size, "final": final, "slot": slot.name,
                 "model": model.backend.model_id, "untrained": model.untrained,
                 "seconds": time.perf_counter() - start,
             })

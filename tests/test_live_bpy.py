@@ -230,6 +230,32 @@ def test_save_and_reopen_keeps_the_face(addon, tmp_path: Path) -> None:
     assert np.array_equal(pixels(image), shown)  # packed as float EXR: bit for bit
 
 
+def test_opening_a_file_with_a_rig_preloads_its_model(addon, tmp_path: Path) -> None:
+    live = addon.live
+    add_rig(addon)
+    path = tmp_path / "preload.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    live.stop_worker()
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    assert live._client is not None and live._client.is_running()  # started by the load
+    card = bpy.data.objects["FaceRig"]
+    poll_until(live, lambda: "model loaded (32 px)" in live.status_text(card))
+
+
+def test_switching_models_keeps_the_worker(addon, tmp_path: Path) -> None:
+    live = addon.live
+    card = add_rig(addon)
+    first_face, pid = pixels(face(card)), live._client.pid
+    other = write_stylegan2(tmp_path, seed=8)
+    card.face_rig.model_path = str(other)
+    poll_until(live, lambda: not live._requests and live._shown.get(face(card).name))
+    assert live._client.pid == pid
+    state = addon.rig_props.rig_state(card)
+    expected = to_blender_rgba(StyleGAN2Backend.from_loaded(load_generator(other)).render(state))
+    assert np.array_equal(pixels(face(card)), expected)
+    assert not np.array_equal(expected, first_face)
+
+
 def test_a_killed_worker_is_reported_and_replaced(addon) -> None:
     live = addon.live
     card = add_rig(addon)

@@ -147,11 +147,21 @@ def test_progressive_images_stream_in_block_order_and_end_with_the_exact_final(
     images = [replies.next(wp.IMAGE) for _ in range(3)]
     assert [m["block"] for m in images] == [8, 16, 32]
     assert [m["final"] for m in images] == [False, False, True]
-    assert {(m["id"], m["target"], m["size"]) for m in images} == {(1, "face", 32)}
+    assert {(m["id"], m["target"], m["final_size"]) for m in images} == {(1, "face", 32)}
+    # Previews cross at their block's own size: 8 px is 1/16 of the final image's bytes.
+    assert [m["size"] for m in images] == [8, 16, 32]
+    assert [m["pixels"].size for m in images] == [8 * 8 * 4, 16 * 16 * 4, 32 * 32 * 4]
     expected = to_blender_rgba(direct_render(model, state))
     assert np.array_equal(images[-1]["pixels"], expected)
-    # Previews are the earlier blocks resized, not the final image early.
-    assert not np.array_equal(images[0]["pixels"], expected)
+    # Previews are the earlier blocks, not the final image early.
+    assert not np.array_equal(wp.upscale_pixels(images[0]["pixels"], 8, 32), expected)
+
+
+def test_previews_are_scaled_up_on_arrival_by_whole_texels() -> None:
+    pixels = np.arange(2 * 2 * 4, dtype=np.float32)
+    big = wp.upscale_pixels(pixels, 2, 8).reshape(8, 8, 4)
+    assert np.array_equal(big[:4, :4], np.broadcast_to(pixels.reshape(2, 2, 4)[0, 0], (4, 4, 4)))
+    assert np.array_equal(big[4:, 4:], np.broadcast_to(pixels.reshape(2, 2, 4)[1, 1], (4, 4, 4)))
 
 
 def test_a_newer_request_for_a_target_cancels_the_running_one_between_blocks(
