@@ -14,6 +14,7 @@ clip's own duration is the reference, measured in the same run):
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -85,6 +86,7 @@ def run(report: BenchReport) -> None:
     report.add("capture_end_to_end_fps", frames / end_to_end_s, "frames/s")
     report.add("capture_end_to_end_x_realtime", end_to_end_s / SECONDS, "x")
     report.notes["capture"] = {
+        "load_average_1min": round(os.getloadavg()[0], 2),  # a shared machine skews the rest
         "frames": frames,
         "size": list(SIZE),
         "detector_runs": track.detector_runs,

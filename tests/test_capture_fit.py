@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from neural_face_rig.neural.capture import CaptureError
+from neural_face_rig.neural.capture import CaptureCancelled, CaptureError
 from neural_face_rig.neural.capture.clip_fit import clip_camera, fit_clip
 from neural_face_rig.neural.capture.keyframes import DEFAULT_TOLERANCES, reduce_keys
 from neural_face_rig.neural.capture.pipeline import (
@@ -145,6 +145,28 @@ def test_the_lens_is_solved_once_over_the_clip(tm, basis):
     # A lens given by the caller is used as it is.
     fixed = fit_clip(tm, landmarks[:4], np.ones(4), (224, 224), focal=700.0, key_frames=4)
     assert fixed.camera.camera.focal == 700.0
+
+
+def test_frames_without_a_face_are_bridged(tm, basis):
+    rig, _ = performance(basis, frames=30, seed=7)
+    landmarks = project_landmarks(tm, rig)
+    confidence = np.ones(30)
+    confidence[12:15] = 0.0  # tracking lost: whatever the landmarks hold is not used
+    landmarks[12:15] = 0.0
+    calls = []
+    fit = fit_clip(tm, landmarks, confidence, (224, 224), focal=1015.0, landmark_sigma=0.01,
+                   batch_size=8, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(8, 27), (16, 27), (24, 27), (27, 27)]
+    assert fit.fitted.tolist() == [i not in (12, 13, 14) for i in range(30)]
+    curves = curves_from_fit(fit, basis, np.arange(30) / FPS, fps=FPS, weights=confidence,
+                             options=CurveOptions(every_frame=True))
+    yaw = curves.channels["rotation.y"].values
+    truth = rig[:, GROUP_SLICES["rotation"].start + 1]
+    assert np.abs(yaw[12:15] - truth[12:15]).max() < 0.01  # the smooth curve through the gap
+    with pytest.raises(CaptureCancelled):
+        fit_clip(tm, landmarks, confidence, (224, 224), focal=1015.0, cancel=lambda: True)
+    with pytest.raises(CaptureError, match="no frame has a face"):
+        fit_clip(tm, landmarks, np.zeros(30), (224, 224))
 
 
 def test_projection_matches_the_rig_controls(basis):
