@@ -238,6 +238,30 @@ def test_keyframe_reduction_stays_within_its_error(tm, basis):
         assert error <= DEFAULT_TOLERANCES[kind] + 1e-9, name
 
 
+def test_tracks_land_on_the_scene_rate(basis):
+    """A 30 fps clip on a 24 fps scene: keys on whole scene frames, values resampled."""
+    from neural_face_rig.neural.capture.clip_fit import ClipFit
+
+    n = 31  # 1 s at 30 fps
+    t = np.arange(n) / 30.0
+    rotation = np.stack([np.zeros(n), 0.3 * t, np.zeros(n)], axis=1)
+    fit = ClipFit(
+        rotation=rotation, translation=np.tile([0.0, 0.0, 0.2], (n, 1)),
+        expression=np.zeros((n, 64)), fitted=np.ones(n, bool), identity=np.zeros(80),
+        camera=clip_camera((224, 224)), rms_px=np.zeros(n),
+    )
+    curves = curves_from_fit(
+        fit, basis, t, fps=24.0, frame_start=10,
+        options=CurveOptions(smoothing=0.0, every_frame=True, translation=True,
+                             raw_offsets=False),
+    )
+    yaw = curves.channels["rotation.y"]
+    np.testing.assert_array_equal(yaw.frames, np.arange(10, 35))  # 1 s = 24 frames after 10
+    np.testing.assert_allclose(yaw.values, 0.3 * (yaw.frames - 10) / 24.0, atol=1e-12)
+    np.testing.assert_allclose(curves.channels["translation.z"].values, 0.2)
+    assert not any(name.startswith("expression.") for name in curves.channels)
+
+
 def test_reduce_keys():
     x = np.arange(50, dtype=float)
     assert reduce_keys(x, 3 * x + 1, 0.0).tolist() == [0, 49]  # a line needs two keys
