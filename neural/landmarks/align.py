@@ -1,4 +1,4 @@
-"""FFHQ-style alignment of a photo from its 68 landmarks (METHODS §6.2).
+"""FFHQ alignment of a photo from its 68 landmarks (NVIDIA ffhq-dataset recreate_aligned_images).
 
 The oriented square of the FFHQ recipe is cut out of the photo and resampled to
 ``output_size``: integer pre-shrink with antialiasing for large faces, crop to the square plus
