@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .discofacegan.generator import DFGGenerator, transposed_kernel
 from .stylegan2 import ops
-from .stylegan2.generator import Generator, SynthesisLayer
+from .stylegan2.generator import FullyConnected, Generator, SynthesisLayer
 
 Synthesis = Callable[[torch.Tensor], torch.Tensor]
 """W+ [1, num_ws, w_dim] -> image [1, C, R, R] float32."""
@@ -36,8 +36,14 @@ def _fir(x: torch.Tensor, fir: torch.Tensor, pad: int, gain: float) -> torch.Ten
     return F.conv2d(F.pad(x, (pad, pad, pad, pad)), weight, groups=channels)
 
 
+def _dense(fc: FullyConnected, x: torch.Tensor) -> torch.Tensor:
+    """The dense layer's maths inline (no caches, so torch.compile traces one graph)."""
+    y = torch.addmm(fc.bias * fc.bias_gain, x, (fc.weight * fc.weight_gain).t())
+    return y if fc.activation == "linear" else ops.bias_act(y, None, fc.activation)
+
+
 def _sg2_layer(layer: SynthesisLayer, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    styles = layer.affine(w)[0]  # [I]
+    styles = _dense(layer.affine, w)[0]  # [I]
     weight = layer.weight * styles[None, :, None, None]
     weight = weight * (weight.square().sum(dim=(1, 2, 3), keepdim=True) + ops.DEMOD_EPS).rsqrt()
     if layer.up:
@@ -70,7 +76,7 @@ def stylegan2_baseline(gen: Generator) -> Synthesis:
                 x = _sg2_layer(block.conv0, x, ws[:, 2 * k - 1])
                 x = _sg2_layer(block.conv1, x, ws[:, 2 * k])
                 w_rgb = ws[:, 2 * k + 1]
-            styles = block.torgb.affine(w_rgb)[0] * block.torgb.style_gain
+            styles = _dense(block.torgb.affine, w_rgb)[0] * block.torgb.style_gain
             rgb_w = (block.torgb.weight * styles[None, :, None, None]).contiguous(memory_format=CL)
             y = F.conv2d(x, rgb_w, block.torgb.bias)
             if block.torgb.clamp is not None:
@@ -123,7 +129,7 @@ def dfg_baseline(gen: DFGGenerator) -> Synthesis:
             x = F.leaky_relu(x + layer.bias.view(1, -1, 1, 1), 0.2)
             x = x - x.mean(dim=(2, 3), keepdim=True)
             x = x * (x.square().mean(dim=(2, 3), keepdim=True) + 1e-8).rsqrt()
-            style = layer.style(ws[:, i])[0]
+            style = _dense(layer.style, ws[:, i])[0]
             c = layer.channels
             x = x * (style[:c] + 1).view(1, -1, 1, 1) + style[c:].view(1, -1, 1, 1)
         rgb = getattr(net, f"torgb{cfg.img_resolution}")
