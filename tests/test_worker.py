@@ -570,3 +570,23 @@ def test_a_frozen_worker_fails_a_blocking_render_at_once(model: Path) -> None:
         assert image.final and client.pid != frozen
     finally:
         client.stop()
+
+
+def test_a_file_beyond_the_reader_limits_fails_its_request_not_the_worker(
+    served, model: Path, tmp_path: Path
+) -> None:
+    """A "billion laughs" pickle (each level holds the one below twice through the memo):
+    the bounded reader refuses it, the request gets the error, the next one is served."""
+    import pickle
+
+    level: list = ["lol"]
+    for _ in range(64):
+        level = [level, level]
+    bomb = tmp_path / "laughs.pkl"
+    bomb.write_bytes(pickle.dumps({"G_ema": level}, protocol=4))
+    send, replies = served
+    send(render(1, bomb, RigState(seed=1)))
+    error = replies.next(wp.ERROR)
+    assert error["id"] == 1 and str(bomb) in error["message"]
+    send(render(2, model, RigState(seed=1)))
+    assert replies.next(wp.IMAGE)["id"] == 2
