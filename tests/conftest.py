@@ -20,6 +20,7 @@ for _var, _sub in {
     os.environ[_var] = _path
 
 import re  # noqa: E402  (the environment above must be set before any other import)
+import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -39,3 +40,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _BPY_FILES.match(item.path.name):
             item.add_marker(pytest.mark.bpy)
+
+
+_exit_status = 0
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """bpy 4.2 and 4.5 as a Python module crash (4.2: SIGSEGV) or hang (4.5) while Python
+    shuts down if a property with a Python update callback was ever registered (any add-on's;
+    5.0+ do not). Blender itself never gets there: it disables add-ons before it exits. So on
+    those versions the test process ends here, once pytest has reported everything, with
+    pytest's own exit status."""
+    bpy = sys.modules.get("bpy")
+    if bpy is not None and bpy.app.version < (5, 0, 0):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status)

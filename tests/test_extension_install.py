@@ -16,6 +16,7 @@ from pathlib import Path
 
 import bpy
 import pytest
+from fixtures.bpy_exit import SCRIPT_END
 
 addon_utils = importlib.import_module("addon_utils")  # on sys.path once bpy is imported
 
@@ -152,7 +153,7 @@ def _run_isolated(code: str, tmp_path: Path) -> dict:
     """Run ``code`` in a fresh interpreter with its own Blender user folder; it prints JSON."""
     env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "blender_user"))
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", textwrap.dedent(code) + SCRIPT_END],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert result.returncode == 0, result.stderr

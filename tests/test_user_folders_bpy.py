@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from fixtures import worker_python
+from fixtures.bpy_exit import SCRIPT_END
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,8 +91,8 @@ def session(tmp_path_factory: pytest.TempPathFactory):
     env.update(HOME=str(folders["home"]), BLENDER_USER_RESOURCES=str(folders["blender"]),
                TMPDIR=str(folders["tmp"]), NFR_WORKER_PYTHON=worker_python.WORKER_PYTHON)
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SESSION), built.stdout.strip(), str(models),
-         str(folders["project"]), worker_python.WORKER_PYTHON],
+        [sys.executable, "-c", textwrap.dedent(SESSION) + SCRIPT_END, built.stdout.strip(),
+         str(models), str(folders["project"]), worker_python.WORKER_PYTHON],
         capture_output=True, text=True, env=env, cwd=folders["cwd"], timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
