@@ -344,7 +344,7 @@ def build_cases(root: Path) -> list[dict[str, Any]]:
          "_init_kwargs / _init_args: expected a dict of names")
     case("int parameter name", "nfr-info",
          nvidia_snapshot(file("intname.pkl"), module_state({7: torch.zeros(1)})),
-         "_parameters: expected names \\(strings\\), found a int 7")
+         "_parameters: expected names \\(strings\\), found the int 7")
     obj_vars = {"": [("dlatent_avg", np.array([None, 1], dtype=object))], "mapping": [],
                 "synthesis": []}
     case("object-dtype TF variable", "nfr-info", dfx.dump_tf_snapshot(

@@ -50,7 +50,7 @@ def flatten_record(record: PersistentRecord, label: str, prefix: str = "") -> di
         if bad is not None:
             raise CheckpointError(
                 f"{label}: {where or 'G_ema'} ({record.class_name}) {group}: expected names "
-                f"(strings), found a {type(bad).__name__} {bad!r:.40}"
+                f"(strings), found the {type(bad).__name__} {bad!r:.40}"
             )
     for name, tensor in _field(record, "_parameters", dict, where, label).items():
         if tensor is not None:
