@@ -104,8 +104,8 @@ def separate_copies() -> list[Object]:
 def on_depsgraph_update(*_args: object) -> None:
     global _object_count
     count = len(bpy.data.objects)
-    if count == _object_count:
-        return
+    if count == _object_count or bpy.app.is_job_running("RENDER"):
+        return  # a render owns the data now: copies are separated after it
     grew = count > _object_count
     _object_count = count
     if grew:

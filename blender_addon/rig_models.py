@@ -156,10 +156,33 @@ def complete_digests(*, wait: bool = True) -> None:
                 record.sha256 = file_digest(path, wait=wait)
 
 
+def refresh_record(ob: Object, *, wait: bool = True) -> None:
+    """Bring ``ob``'s record up to date with the files its backend reads now (the backend or
+    a preference may have changed since): a role whose file exists here is recorded afresh,
+    one whose file is missing keeps its old record (a farm node saving keeps what it was
+    given)."""
+    from .model_files import model_paths
+    from .preferences import addon_preferences
+    from .rig_props import model_path
+
+    face_rig = ob.face_rig
+    paths = model_paths(addon_preferences(bpy.context), face_rig.backend, model_path(ob))
+    fresh = {role: path for role, path in paths.items() if path and os.path.isfile(path)}
+    kept = {record.role: (record.filename, record.size, record.sha256)
+            for record in face_rig.model_files
+            if record.role in paths and record.role not in fresh}
+    record_model_files(ob, fresh, wait=wait)
+    for role, (filename, size, sha256) in kept.items():
+        record = face_rig.model_files.add()
+        record.role, record.filename, record.size, record.sha256 = role, filename, size, sha256
+
+
 @persistent
 def on_save_pre(*_args: object) -> None:
-    """The saved file states the digest of every model file its rigs need."""
-    complete_digests(wait=True)
+    """The saved file states every model file its rigs need, with digests."""
+    for ob in bpy.data.objects:
+        if is_face_rig(ob) and ob.library is None:
+            refresh_record(ob, wait=True)
 
 
 def _record_path(ob: Object, role: str) -> str:

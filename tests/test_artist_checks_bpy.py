@@ -375,3 +375,25 @@ def test_the_blend_records_its_model_files_and_a_farm_node_finds_them_by_digest(
     assert rig_props.model_path(card) == str(farm / "ffhq-v2.safetensors")
     job = addon.live.job_for(card, final=True)
     assert job.model_path == str(farm / "ffhq-v2.safetensors")
+
+
+def test_saving_records_the_files_of_the_backend_in_use(addon, prefs, tmp_path: Path) -> None:
+    card = _stylegan2_rig(addon, prefs)
+    prefs.dfg_generator_path = str(addon.paths["dfg"])
+    prefs.dfg_average_w_path = str(addon.paths["dfg"].parent / "average_w_id.txt")
+    card.face_rig.model_path = ""
+    card.face_rig.backend = "discofacegan"
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "dfg.blend"))
+    card = bpy.data.objects[card.name]
+    records = {record.role: record for record in card.face_rig.model_files}
+    assert set(records) == {"generator", "average_w_id"}
+    assert records["generator"].filename == "tiny_dfg.safetensors"
+    assert records["average_w_id"].sha256 == hashlib.sha256(
+        (addon.paths["dfg"].parent / "average_w_id.txt").read_bytes()).hexdigest()
+
+    # On a machine without the average W file, saving keeps what the .blend said.
+    prefs.dfg_average_w_path = str(tmp_path / "absent.txt")
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "dfg.blend"))
+    card = bpy.data.objects[card.name]
+    records = {record.role: record for record in card.face_rig.model_files}
+    assert records["average_w_id"].filename == "average_w_id.txt"
