@@ -402,3 +402,25 @@ def test_fifo_and_device_are_refused_without_reading(tmp_path):
     with pytest.raises(FaceModelError, match=r"/dev/zero: expected the face model as a regular "
                                              r"file, found a character device"):
         load_face_model("/dev/zero")
+
+
+def test_stale_temporaries_of_dead_writers_are_cleaned_by_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    from neural_face_rig.rig.atomic import temporary_path
+
+    target = tmp_path / "out.bin"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = temporary_path(target).name.replace(f"-{os.getpid()}.", f"-{gone.stdout.strip()}.")
+    (tmp_path / dead).write_bytes(b"half")
+    live = temporary_path(target)  # this process is alive: its temporary must stay
+    live.write_bytes(b"in progress")
+    other = temporary_path(tmp_path / "other.bin").name.replace(
+        f"-{os.getpid()}.", f"-{gone.stdout.strip()}.")
+    (tmp_path / other).write_bytes(b"another target")
+    with atomic_open(target, "wb") as handle:
+        handle.write(b"done")
+    assert target.read_bytes() == b"done"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other, "out.bin"])
