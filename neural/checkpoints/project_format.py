@@ -119,7 +119,8 @@ def write_artifact(
     except OSError as exc:
         raise CheckpointError(
             f"{path}: cannot write the artefact pair (weights + {sidecar.name}): "
-            f"{describe_os_error(exc.filename or path, exc)}; nothing was replaced"
+            f"{Path(exc.filename or path).name}: {describe_os_error(exc.filename or path, exc)}; "
+            "nothing was replaced"
         ) from None
     return sidecar
 
