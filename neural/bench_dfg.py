@@ -16,7 +16,7 @@ import numpy as np
 
 from ..rig.params import RigParams
 from .bench_baseline import compare, dfg_baseline
-from .bench_stylegan2 import fine_edit_ms, matmul_peak_gflops
+from .bench_stylegan2 import fine_edit_ms, live_metrics, matmul_peak_gflops
 from .bench_timing import best_ms, times_ms
 from .discofacegan.backend import DFGEngine
 from .discofacegan.config import DFGConfig
@@ -80,14 +80,7 @@ def run(report: Any) -> None:
             matmul_peak_gflops, times_ms)
 
     if bf16_supported("cpu"):
-        live = DFGEngine(generator, w_avg_id, cache=True)
-        list(live.progressive(ws))  # the first run measures the bf16 preview error
-        assert live.preview_error is not None
-        report.add("dfg256_bf16_preview_error", live.preview_error, "of image range")
-        report.notes["dfg256_live_previews"] = {
-            "bf16_up_to_px": live.preview_max_res,
-            "errors_by_block": {r: round(e, 5) for r, e in (live.preview_errors or {}).items()},
-        }
+        live_metrics(report, "dfg256", DFGEngine(generator, w_avg_id, cache=True), ws)
         report.add("dfg256_bf16_ms", best_ms(lambda: engine.synthesize(ws, precision="bf16")),
                    "ms")
         err = (engine.synthesize(ws, precision="bf16") - reference).abs()
