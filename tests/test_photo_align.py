@@ -182,3 +182,20 @@ def test_default_detector_is_fan_when_its_weights_are_present(tmp_path, monkeypa
     torch.save(FAN(4).state_dict(), folder / FAN_WEIGHTS)
     torch.save(s3fd().state_dict(), folder / SFD_WEIGHTS)
     assert default_detector().name == "fan"
+
+
+def test_read_photo_refuses_bad_files_before_decoding(tmp_path, monkeypatch):
+    from neural_face_rig.neural.photo import PhotoError, detect
+    from neural_face_rig.neural.photo.detect import read_photo
+
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(PhotoError, match="notes.png: not a readable image"):
+        read_photo(tmp_path / "notes.png")
+    with pytest.raises(PhotoError, match="no such image file"):
+        read_photo(tmp_path / "absent.jpg")
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "wide.png")
+    monkeypatch.setattr(detect, "MAX_PIXELS", 1999)
+    with pytest.raises(PhotoError, match="image of 50x40 px is larger than"):
+        read_photo(tmp_path / "wide.png")
+    monkeypatch.setattr(detect, "MAX_PIXELS", 2000)
+    assert read_photo(tmp_path / "wide.png").shape == (40, 50, 3)

@@ -18,6 +18,8 @@ from PIL import Image, UnidentifiedImageError
 from ..landmarks import Detection, DetectorUnavailableError, LandmarkDetector, make_detector
 from . import PhotoError
 
+MAX_PIXELS = 100_000_000  # a 100 MP photo decodes to 300 MB of RGB; larger is refused
+
 
 class NoFaceError(PhotoError):
     """The photo holds no face the detector can find, or not as many as the index asks."""
@@ -33,6 +35,10 @@ def read_photo(path: str | os.PathLike[str]) -> np.ndarray:
         raise PhotoError(f"{label}: no such image file")
     try:
         with Image.open(path) as opened:
+            width, height = opened.size  # from the header: checked before any pixel is read
+            if width * height > MAX_PIXELS:
+                raise PhotoError(f"{label}: image of {width}x{height} px is larger than "
+                                 f"{MAX_PIXELS // 1_000_000} megapixels; scale it down first")
             rgb = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
         raise PhotoError(f"{label}: not a readable image ({exc})") from None
