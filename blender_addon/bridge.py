@@ -6,9 +6,12 @@ slot at once), and Blender's main thread collects them with the non-blocking ``p
 Background mode (``blender -b``, farms: no timers) uses ``render_blocking``.
 
 A worker that dies is reported (``status`` and a ``crashed`` event) and started again by the
-next request. ``stop()`` ends it (quit message, then terminate, then kill) and is registered
-with ``atexit`` by the add-on, so Blender never leaves a worker behind; the worker also exits
-by itself when its stdin closes.
+next request; one that stops answering its heartbeat pings for FROZEN_AFTER seconds is
+reported (``frozen``), killed and replaced by the next request. Previews arrive at their
+block's size and are scaled to the face's size here, in the reader thread. ``stop()`` ends
+it (quit message, then terminate, then kill) and is registered with ``atexit`` by the
+add-on, so Blender never leaves a worker behind; the worker also exits by itself when its
+stdin closes.
 """
 
 from __future__ import annotations

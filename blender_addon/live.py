@@ -4,12 +4,16 @@
   (``frame_change_post`` with the evaluated values; update callbacks do not fire on
   animation) sends a preview request; the worker streams progressive images; ``poll_once``,
   a ``bpy.app.timers`` function, copies the newest image of each face into its float buffer.
-  It never blocks: it writes what has arrived and stops after ``POLL_BUDGET`` seconds.
+  It never blocks: it writes what has arrived and stops after ``POLL_BUDGET`` seconds, and
+  it unregisters itself when nothing is outstanding. Undo/redo re-render every live face.
 - Rendering and background mode (``blender -b``: timers never run): ``frame_change_post``
   with a RENDER depsgraph (each frame of a still or animation render), or any frame change in
   background mode, renders the frame's final face synchronously before Blender renders the
-  frame, then touches the card's image node so Cycles' persistent data sees the new pixels.
-  The same state twice (the handler runs again after an animation render) is not redone.
+  frame (at most BLOCKING_TIMEOUT; a frozen worker fails it after the heartbeat's 20 s). A
+  farm frame whose face fails ends ``blender -b`` with FAILED_FRAME_EXIT_CODE unless the rig
+  asks for magenta placeholders. The same state twice is not redone.
+- Backends that read rig values off their base face (catalogue ``estimate``) are asked for
+  them when a base face is new; the sliders move there and Reset returns there.
 - Baked rigs (the card shows an image sequence) are left alone: no worker is needed.
 
 bpy is used on the main thread (or Blender's render thread, inside its handlers) only; the
