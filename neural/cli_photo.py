@@ -49,9 +49,11 @@ def _run_align(args: argparse.Namespace) -> int:
     from ..rig.face_model import load_face_model
     from .images import encode_png
     from .photo.align import align_d3d, align_ffhq, load_lm3d_mat, standard_points
-    from .photo.pipeline import locate_face
+    from .photo.pipeline import describe_faces, locate_face
 
     located = locate_face(args.image, args.face, args.detector)
+    if located.faces_found > 1:
+        print(describe_faces(located.boxes, args.face), file=sys.stderr)
     landmarks = located.detection.landmarks.astype("float64")
     if args.kind == "ffhq":
         aligned = align_ffhq(located.image, landmarks, args.size)
@@ -110,7 +112,7 @@ def _run_invert(args: argparse.Namespace) -> int:
     from .photo.face_file import write_face
     from .photo.invert_dfg import DFGInvertOptions
     from .photo.invert_stylegan import RefineOptions
-    from .photo.pipeline import InvertRequest, invert_photo
+    from .photo.pipeline import InvertRequest, describe_faces, invert_photo
 
     refine = RefineOptions(steps=args.steps, lr=args.lr or 0.01,
                            feature_weight=args.feature_weight, lpips_weight=args.lpips_weight)
@@ -130,6 +132,8 @@ def _run_invert(args: argparse.Namespace) -> int:
             last[0] = stage
 
     face = invert_photo(request, progress)
+    if face.meta["photo"]["faces_found"] > 1:
+        print(describe_faces(face.meta["photo"]["face_boxes"], args.face), file=sys.stderr)
     write_face(args.out, face)
     print(f"wrote {args.out} and {args.out.with_suffix('.safetensors').name} "
           f"(backend {face.backend}, rig values from {face.meta.get('rig_source')})")

@@ -43,6 +43,21 @@ def run(*argv):
     return main([str(a) for a in argv])
 
 
+def test_align_names_the_faces_of_a_group_photo(tmp_path, capsys):
+    face = data.astronaut()[20:260, 110:350]
+    group = np.full((300, 620, 3), 200, np.uint8)
+    group[30:270, 20:260] = face
+    group[60:240, 400:580] = np.asarray(Image.fromarray(face).resize((180, 180)))
+    Image.fromarray(group).save(tmp_path / "group.png")
+    assert run("photo", "align", tmp_path / "group.png", "--face", 1, "--size", 64,
+               "--out", tmp_path / "second.png") == 0
+    err = capsys.readouterr().err
+    assert "found 2 faces (largest first" in err and "using 1 (--face N" in err
+    assert run("photo", "align", tmp_path / "group.png", "--face", 2,
+               "--out", tmp_path / "third.png") == 2
+    assert "found 2 face(s), expected 0..1" in capsys.readouterr().err
+
+
 def test_align_writes_the_crop_and_its_transform(files, tmp_path):
     out, transform = tmp_path / "aligned.png", tmp_path / "aligned.json"
     assert run("photo", "align", files["photo"], "--out", out, "--size", 256,

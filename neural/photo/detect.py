@@ -98,6 +98,19 @@ def detect_face(
 ) -> tuple[Detection, int]:
     """(landmarks of face ``index``, number of faces found); faces are sorted largest first.
     Raises NoFaceError with a message the user can act on."""
+    found, boxes = choose_face(image, detector, index, label)
+    return found, len(boxes)
+
+
+def choose_face(
+    image: np.ndarray,
+    detector: LandmarkDetector,
+    index: int = 0,
+    label: str = "photo",
+) -> tuple[Detection, np.ndarray]:
+    """(landmarks of face ``index``, every face box [N, 4] largest first). A photo may hold
+    face-like false positives (a printed face, a badge) larger than the face: the boxes let
+    the caller show the choice."""
     boxes = face_boxes(detector, image)
     if len(boxes) == 0:
         raise NoFaceError(
@@ -112,4 +125,4 @@ def detect_face(
     (found,) = detector.detect([image], boxes=[boxes[index]])
     if found is None:  # the landmark stage refused the box
         raise NoFaceError(f"{label}: no landmarks found in face box {boxes[index].tolist()}")
-    return found, len(boxes)
+    return found, boxes

@@ -37,7 +37,7 @@ from .align import (
     load_lm3d_mat,
     standard_points,
 )
-from .detect import default_detector, detect_face, read_photo
+from .detect import choose_face, default_detector, read_photo
 from .face_file import FaceFile
 from .invert_dfg import DFGInvertOptions, invert_dfg
 from .invert_stylegan import (
@@ -83,13 +83,22 @@ class LocatedFace:
     detection: Detection
     faces_found: int
     detector: str
+    boxes: np.ndarray  # [faces_found, 4] x0, y0, x1, y1, largest first
 
 
 def locate_face(path: str, index: int = 0, detector: str | None = None) -> LocatedFace:
     image = read_photo(path)
     found = default_detector(detector)
-    detection, count = detect_face(image, found, index, label=path)
-    return LocatedFace(image, detection, count, found.name)
+    detection, boxes = choose_face(image, found, index, label=path)
+    return LocatedFace(image, detection, len(boxes), found.name, boxes)
+
+
+def describe_faces(boxes: Any, index: int) -> str:
+    """One line naming the faces found ([N, 4] boxes) and the one used (group photos, and
+    face-like false positives such as a badge, which can be larger than the face)."""
+    listed = ", ".join(f"{i}: {[round(float(v)) for v in box]}" for i, box in enumerate(boxes))
+    return (f"found {len(boxes)} faces (largest first; x0, y0, x1, y1) {listed}; "
+            f"using {index} (--face N chooses another)")
 
 
 def _check(cancel: Cancel | None, stage: str) -> None:
@@ -191,6 +200,7 @@ def invert_photo(
             "faces_found": located.faces_found,
             "detector": located.detector,
             "face_box": [float(v) for v in located.detection.box],
+            "face_boxes": located.boxes.tolist(),
         },
         "alignment": {
             "d3d": {"matrix": crop.matrix.tolist(), "trans_params": crop.trans_params.tolist(),
