@@ -620,3 +620,10 @@ def test_bf16_synthesis_keeps_the_normalised_epilogue_in_float32():
             low = gen.synthesis(ws, DFGSynthesisOptions(precision="bf16"))
         err = (low - exact).abs().max() / (exact.max() - exact.min())
         assert low.dtype == torch.float32 and 0 < err < 0.05
+
+
+def test_a_generator_built_in_inference_mode_renders():
+    with torch.inference_mode():
+        gen = DFGGenerator.from_state_dict(CFG, random_state_dict(CFG, 0))
+        ws = torch.randn(1, CFG.num_ws, CFG.w_dim)
+        assert torch.equal(gen.synthesis(ws), gen.synthesis(ws))

@@ -465,3 +465,13 @@ def test_non_default_fir_applies_to_up_layers_and_images_but_not_conv1():
     state["synthesis.b8.conv1.resample_filter"] = torch.full((4, 4), 1 / 16)
     with pytest.raises(CheckpointError, match=r"conv1.resample_filter.*default.*\[1, 3, 3, 1\]"):
         Generator.from_state_dict(cfg, state)
+
+
+def test_a_generator_built_in_inference_mode_renders():
+    """Weights created in inference mode keep no version counter: they count as frozen."""
+    with torch.inference_mode():
+        gen, _ = make()
+        ws = torch.randn(1, TINY.num_ws, TINY.w_dim)
+        img = gen.synthesis(ws)
+        assert torch.equal(img, gen.synthesis(ws))
+        assert gen.map(torch.randn(1, TINY.z_dim)).shape == (1, TINY.num_ws, TINY.w_dim)

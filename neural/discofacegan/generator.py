@@ -36,6 +36,7 @@ from ..stylegan2.generator import (
     check_shape,
     load_frozen,
     random_noise,
+    tensor_version,
 )
 from .config import DFGConfig, check_state_shapes, expected_state_shapes
 
@@ -128,7 +129,8 @@ class StyleLayer(nn.Module):
     def conv_weight(self, dtype: torch.dtype, fmt: torch.memory_format) -> torch.Tensor:
         """Runtime kernel ([O, I, 3, 3], or the [I, O, 4, 4] transposed-convolution weight when
         up-sampling) in ``dtype``/``fmt``, cached until the stored weight changes."""
-        key = (self.weight._version, self.weight.device, dtype, fmt)
+        key = (self.weight.data_ptr(), tensor_version(self.weight), self.weight.device, dtype,
+               fmt)
         cached = self._prepared.get(key)
         if cached is None:
             w = self.weight.detach() * self.weight_gain

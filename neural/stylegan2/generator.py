@@ -120,6 +120,12 @@ class MappingNetwork(nn.Module):
 WeightLayout = Literal["conv", "transposed", "polyphase"]
 
 
+def tensor_version(t: torch.Tensor) -> int:
+    """t's in-place modification counter; -1 for an inference tensor (made in inference
+    mode), which keeps none: such weights are taken as frozen."""
+    return -1 if t.is_inference() else t._version
+
+
 class _FrozenWeights:
     """Tensors derived from a conv weight (layouts, tap energy), cached while the weight is
     unchanged and frozen; a trainable weight is re-derived on every call so gradients reach
@@ -132,7 +138,7 @@ class _FrozenWeights:
     def _derive(self, weight: torch.Tensor, key: tuple[object, ...], make: Any) -> torch.Tensor:
         if weight.requires_grad:
             return make()
-        version = (weight.data_ptr(), weight._version, weight.device)
+        version = (weight.data_ptr(), tensor_version(weight), weight.device)
         if version != self._version:
             self._version, self._cache = version, {}
         if key not in self._cache:
