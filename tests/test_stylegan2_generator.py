@@ -1,8 +1,9 @@
-"""The StyleGAN2 generator against an independent float64 re-derivation of METHODS.md
-section 1 (per-sample loops, explicit padding/zero-insertion, no torch conv ops), plus the
+"""The StyleGAN2 generator against an independent float64 re-derivation of docs/REFERENCE.md
+§1 (per-sample loops, explicit padding/zero-insertion, no torch conv ops), plus the
 invariances the architecture implies and the strict NVIDIA state-dict loading."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -138,7 +139,7 @@ def ref_synthesis(p, cfg, ws, noise_for):
         img = None
         for k, res in enumerate(cfg.block_resolutions):
             b = f"synthesis.b{res}"
-            if res == 4:  # METHODS 1.4: b4 uses rows 0, 1
+            if res == 4:  # REFERENCE.md §1.4: b4 uses rows 0, 1
                 x = ref_layer(p, cfg, f"{b}.conv1", x, ws[n, 0], False, noise_for(f"{b}.conv1", n))
                 rgb, w_rgb = None, ws[n, 1]
             else:  # block 2^(k+2) uses rows 2k-1, 2k, 2k+1
@@ -171,7 +172,8 @@ def make(cfg=TINY, seed=0):
 
 def test_config_keys_match_the_nvidia_1024_key_list():
     ref = {}
-    with open("/work/shared/reference/stylegan2_keys_1024.txt") as f:
+    keys = os.path.join(os.path.dirname(__file__), "fixtures", "stylegan2_keys_1024.txt")
+    with open(keys) as f:
         for line in f:
             if line.startswith("## rosinality"):
                 break

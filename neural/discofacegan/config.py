@@ -1,5 +1,5 @@
-"""DiscoFaceGAN generator architecture (StyleGAN v1 as DiscoFaceGAN trains it, METHODS §3)
-and the state-dict layout the project stores it in.
+"""DiscoFaceGAN generator architecture (StyleGAN v1 as DiscoFaceGAN trains it,
+docs/REFERENCE.md §3) and the state-dict layout the project stores it in.
 
 Names (ours; the TF reader maps the released variables onto them):
 

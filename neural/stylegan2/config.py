@@ -1,7 +1,7 @@
 """StyleGAN2 generator architecture description and the NVIDIA state-dict layout it implies.
 
 Every checkpoint reader produces a ``StyleGAN2Config`` plus a float32 state dict named exactly
-as NVIDIA's stylegan2-ada-pytorch ``G_ema.state_dict()`` (METHODS.md section 1.1), and checks
+as NVIDIA's stylegan2-ada-pytorch ``G_ema.state_dict()`` (docs/REFERENCE.md §1.1), and checks
 it against ``expected_state_shapes(config)``.
 """
 

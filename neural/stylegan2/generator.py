@@ -1,5 +1,5 @@
 """StyleGAN2 generator (mapping + skip-architecture synthesis) as torch modules whose state
-dict has exactly NVIDIA stylegan2-ada-pytorch's names and shapes (METHODS.md section 1).
+dict has exactly NVIDIA stylegan2-ada-pytorch's names and shapes (docs/REFERENCE.md §1).
 
 Synthesis runs as a flat list of steps (one per conv layer and per ToRGB), each consuming one
 W+ row; the engine uses the same steps for progressive output and for resuming from cached
@@ -374,7 +374,7 @@ class SynthesisStep:
 
 def synthesis_steps(config: StyleGAN2Config) -> tuple[SynthesisStep, ...]:
     """Steps in execution order; block 4 uses rows 0, 1 and block 2^(k+2) rows 2k-1, 2k, 2k+1
-    (METHODS.md 1.4)."""
+    (docs/REFERENCE.md §1.4)."""
     steps: list[SynthesisStep] = []
     for k, res in enumerate(config.block_resolutions):
         layers: list[tuple[Literal["conv0", "conv1", "torgb"], int]]

@@ -1,5 +1,5 @@
 """StyleGAN2 building blocks in plain torch (no custom CUDA): FIR filters, 2x up-sampling,
-weight (de)modulation, bias + activation. Formulas: METHODS.md sections 1.2 and 1.3.
+weight (de)modulation, bias + activation. Formulas: docs/REFERENCE.md §1.2 and §1.3.
 
 The convolution kernels are folded so that every layer is one library convolution plus at
 most two in-place passes over its output (noise, leaky ReLU): per-sample modulation and
