@@ -269,6 +269,17 @@ def test_panel_shows_model_status_and_the_add_head_button(prefs, face_model_file
         ("operator", "nfr.add_head"),
     ]
 
+    # An empty path with the file in the models folder: found, as Add Head finds it.
+    prefs.face_model_path = ""
+    prefs.models_dir = str(face_model_file.parent)
+    try:
+        assert _draw(NFR_PT_face_rig.draw) == [
+            ("label", "Face model: BFM_model_front.mat"),
+            ("operator", "nfr.add_head"),
+        ]
+    finally:
+        prefs.models_dir = ""
+
 
 def test_preferences_explain_how_to_get_the_face_model(prefs, face_model_file, tmp_path) -> None:
     from neural_face_rig.preferences import draw_face_model_section
