@@ -25,21 +25,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...rig.camera import CAMERA_224, Camera, project, to_image_xy
+from ...rig.camera import CAMERA_224, Camera
 from ...rig.face_model import FaceModel
-from ...rig.fitting import fit_landmarks
-from ...rig.geometry import TorchFaceModel, axis_rotations, rotation_matrix
+from ...rig.fitting import _LandmarkProblem, fit_landmarks
+from ...rig.geometry import TorchFaceModel
 from ...rig.params import GROUP_SLICES, RIG_SIZE
 from . import CaptureCancelled, CaptureError
 
 N_ID, N_EXP = 80, 64
 FOCAL_KEY_FRAMES = 6  # frames the focal-length search fits (each trial is a joint fit)
-# Generators of the rotations about x, y, z (G v = e_axis × v).
-_GENERATORS = (
-    ((0.0, 0.0, 0.0), (0.0, 0.0, -1.0), (0.0, 1.0, 0.0)),
-    ((0.0, 0.0, 1.0), (0.0, 0.0, 0.0), (-1.0, 0.0, 0.0)),
-    ((0.0, -1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 0.0)),
-)
 _LOCAL = 6 + N_EXP  # per-frame unknowns: angles 3, translation 3, expression 64
 
 
@@ -102,57 +96,31 @@ class ClipFit:
 
 
 class _KeypointModel:
-    """The linear shape model at the 68 keypoints, float64, and the pinhole projection of
-    posed keypoints with its exact Jacobian (params [K, 150]: identity 80 | angles 3 |
-    translation 3 | expression 64; image landmarks [K, 68, 2] rig px)."""
+    """rig.fitting's landmark projection and its exact Jacobian, in this module's parameter
+    order (params [K, 150]: identity 80 | angles 3 | translation 3 | expression 64), results
+    in float64: image landmarks [K, 68, 2] rig px, d image / d params [K, 136, 150]."""
 
     def __init__(self, tm: TorchFaceModel, camera: Camera) -> None:
-        ids = tm.keypoints
-        self.mean = tm.mean_shape.index_select(0, ids).double()  # [68, 3]
-        self.basis = tm.shape_basis.index_select(1, ids).double()  # [144, 68, 3]
-        self.camera = camera
+        dtype, device = tm.mean_shape.dtype, tm.mean_shape.device
+        self._problem = _LandmarkProblem(
+            tm, camera, torch.zeros(1, 68, 2, dtype=dtype, device=device), 1.0,
+            torch.zeros(N_ID + _LOCAL, dtype=dtype, device=device),
+            torch.ones(N_ID + _LOCAL, dtype=torch.bool, device=device),
+        )
+        self._dtype, self._device = dtype, device
 
-    def _unposed(self, params: torch.Tensor) -> torch.Tensor:
-        coefficients = torch.cat([params[:, :N_ID], params[:, N_ID + 6 :]], dim=1)
-        return self.mean + torch.einsum("kc,cpm->kpm", coefficients, self.basis)
-
-    def _project(
-        self, unposed: torch.Tensor, angles: torch.Tensor, t: torch.Tensor
-    ) -> torch.Tensor:
-        posed = unposed @ rotation_matrix(angles).transpose(1, 2) + t[:, None]
-        return to_image_xy(project(self.camera, posed)[..., :2], self.camera)
+    def _solver_order(self, params: torch.Tensor) -> torch.Tensor:
+        """-> rig.fitting's [angles 3 | translation 3 | identity 80 | expression 64]."""
+        pose = params[:, N_ID : N_ID + 6]
+        ordered = torch.cat([pose, params[:, :N_ID], params[:, N_ID + 6 :]], dim=1)
+        return ordered.to(self._dtype).to(self._device)
 
     def image(self, params: torch.Tensor) -> torch.Tensor:
-        angles, t = params[:, N_ID : N_ID + 3], params[:, N_ID + 3 : N_ID + 6]
-        return self._project(self._unposed(params), angles, t)
+        return self._problem.project(self._solver_order(params))[0].double().cpu()
 
     def jacobian(self, params: torch.Tensor) -> torch.Tensor:
-        """d image / d params [K, 136, 150] in closed form (chain rule through the pinhole,
-        the rotation and the linear shape model)."""
-        unposed = self._unposed(params)
-        angles, t = params[:, N_ID : N_ID + 3], params[:, N_ID + 3 : N_ID + 6]
-        rotation = rotation_matrix(angles)
-        posed = unposed @ rotation.transpose(1, 2) + t[:, None]
-        f, depth = self.camera.focal, self.camera.distance - posed[..., 2]
-        zero = torch.zeros_like(depth)
-        # x = f X / z' + c, y = size - 1 - (f Y / z' + c), z' = distance - Z.
-        d_image = torch.stack(
-            [
-                torch.stack([f / depth, zero, f * posed[..., 0] / depth**2], dim=-1),
-                torch.stack([zero, -f / depth, -f * posed[..., 1] / depth**2], dim=-1),
-            ],
-            dim=-2,
-        )  # [K, 68, 2, 3]
-        d_coefficients = torch.einsum("kpij,kjm,cpm->kpic", d_image, rotation, self.basis)
-        # R = Rz·Ry·Rx; an axis rotation's derivative is its generator times itself.
-        rx, ry, rz = axis_rotations(angles)
-        gx, gy, gz = (torch.tensor(g, dtype=angles.dtype) for g in _GENERATORS)
-        d_rotation = torch.stack([rz @ ry @ gx @ rx, rz @ gy @ ry @ rx, gz @ rz @ ry @ rx], 1)
-        d_angles = torch.einsum("kpij,kajm,kpm->kpia", d_image, d_rotation, unposed)
-        k = len(params)
-        return torch.cat(
-            [d_coefficients[..., :N_ID], d_angles, d_image, d_coefficients[..., N_ID:]], dim=-1
-        ).reshape(k, -1, N_ID + _LOCAL)
+        jac = self._problem.jacobian(self._solver_order(params))[1].double().cpu()
+        return torch.cat([jac[..., 6 : 6 + N_ID], jac[..., :6], jac[..., 6 + N_ID :]], dim=-1)
 
 
 def solve_identity(
