@@ -397,3 +397,16 @@ def test_saving_records_the_files_of_the_backend_in_use(addon, prefs, tmp_path: 
     card = bpy.data.objects[card.name]
     records = {record.role: record for record in card.face_rig.model_files}
     assert records["average_w_id"].filename == "average_w_id.txt"
+
+
+def test_big_model_files_are_hashed_off_the_main_thread(addon, prefs, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    rig_models = addon.module("rig_models")
+    monkeypatch.setattr(rig_models, "SYNC_DIGEST_BYTES", 0)  # every file counts as big
+    monkeypatch.setattr(rig_models, "_digests", {})
+    card = _stylegan2_rig(addon, prefs)
+    (record,) = card.face_rig.model_files
+    assert record.sha256 == ""  # being hashed by the background thread, not here
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "big.blend"))  # save waits for it
+    (record,) = bpy.data.objects[card.name].face_rig.model_files
+    assert record.sha256 == hashlib.sha256(addon.paths["stylegan2"].read_bytes()).hexdigest()
