@@ -99,6 +99,9 @@ def live_metrics(report: Any, prefix: str, engine: ProgressiveEngine, ws: torch.
     report.notes[f"{prefix}_live_previews"] = {
         "bf16_up_to_px": engine.preview_max_res,
         "errors_by_block": {r: round(e, 5) for r, e in engine.preview_errors.items()},
+        "bf16_speedup_by_block": {
+            r: round(v, 3) for r, v in (engine.preview_speedups or {}).items()
+        },
     }
     for label, previews in (("fp32", False), ("live", True)):
         first, final = progressive_ms(engine, ws, previews)

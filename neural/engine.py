@@ -18,9 +18,10 @@ Live previews: an fp32 engine asked for progressive images without an explicit p
 preview blocks (blocks before the last one asked for) in bf16, then the remaining blocks
 in fp32, when the device has native bf16 (``bf16_supported``). Which blocks: those up to
 the largest resolution whose bf16 image, and every smaller one, differed from the fp32 image
-by at most ``PREVIEW_TOLERANCE`` of the image range in the engine's first progressive run
-(measured once, right after that run; ``preview_errors``). The last image is always the
-exact fp32 one.
+by at most ``PREVIEW_TOLERANCE`` of the image range, and which the bf16 pass reached sooner
+than the fp32 one (else a bf16 preview would only delay the exact images). Both are
+measured once, right after the engine's first progressive run (``preview_errors``,
+``preview_speedups``). The last image is always the exact fp32 one.
 Process-wide settings (allocator, threads, cuDNN determinism) belong to the process that owns
 the engine: see ``configure_inference_process``.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -152,6 +154,10 @@ def default_precision(device: torch.device | str, config: StyleGAN2Config) -> Pr
 PREVIEW_TOLERANCE = 0.01
 """Largest bf16 preview error accepted for live previews: max |bf16 - fp32| / (max - min of
 the fp32 image), over every preview block of the measured run."""
+
+
+PREVIEW_MIN_SPEEDUP = 1.0
+"""A block is previewed in bf16 only if the bf16 pass reached its image this much sooner."""
 
 
 def check_precision(device: torch.device, precision: str) -> None:
@@ -278,6 +284,9 @@ class ProgressiveEngine:
         self.preview_errors: dict[int, float] | None = None
         """Measured preview error per block resolution (see ``PREVIEW_TOLERANCE``); None
         until measured."""
+        self.preview_speedups: dict[int, float] | None = None
+        """Per block resolution: fp32 compute time to reach that block's image / the preview
+        precision's; measured with ``preview_errors``."""
         self._options(None, None, None)  # validate the defaults now
 
     @property
@@ -288,14 +297,17 @@ class ProgressiveEngine:
     @property
     def preview_max_res(self) -> int | None:
         """The largest block resolution previewed in ``preview_candidate``: every measured
-        block up to it met the tolerance (None: none did, or not measured yet)."""
+        block up to it met the tolerance and its image came sooner than in fp32 (None: no
+        such block, or not measured yet)."""
         if self.preview_candidate is None or not self.preview_errors:
             return None
+        speedups = self.preview_speedups or {}
         accepted = None
         for res in sorted(self.preview_errors):
             if not self.preview_errors[res] <= PREVIEW_TOLERANCE:
                 break
-            accepted = res
+            if speedups.get(res, 0.0) > PREVIEW_MIN_SPEEDUP:
+                accepted = res
         return accepted
 
     @property
@@ -412,28 +424,50 @@ class ProgressiveEngine:
         last_step: int, cancel: Cancel,
     ) -> Iterator[BlockImage]:
         """A plain run, then (once the caller has taken every image) the preview blocks in the
-        preview precision, compared with this run's images: sets ``preview_errors``."""
+        preview precision, compared with this run's images and compute times: sets
+        ``preview_errors`` and ``preview_speedups`` (a run resumed from the cache is timed
+        again from scratch, uncached)."""
         exact: dict[int, torch.Tensor] = {}
-        for block in self._blocks(ws, options, last_step, cancel):
+        exact_ms: dict[int, float] = {}
+        for block in self._blocks(ws, options, last_step, cancel, exact_ms):
             exact[block.res] = block.image
             yield block
         stats = self.last_run
         try:
             errors: dict[int, float] = {}
-            for block in self._blocks(ws, preview_options, preview_last, None):
+            preview_ms: dict[int, float] = {}
+            for block in self._blocks(ws, preview_options, preview_last, None, preview_ms):
                 ref = exact[block.res]
                 spread = float(ref.max() - ref.min()) or 1.0
                 err = float((block.image - ref).abs().max()) / spread
                 errors[block.res] = err if err == err else float("inf")  # NaN: never
+            if stats is None or stats.resumed_at_step > 0:
+                exact_ms = {}
+                for _ in self._blocks(ws, options, preview_last, None, exact_ms, cached=False):
+                    pass
+            self.preview_speedups = {
+                r: exact_ms[r] / max(preview_ms[r], 1e-9) for r in preview_ms if r in exact_ms
+            }
             self.preview_errors = errors
         finally:
             self.last_run = stats
 
     def _blocks(
-        self, ws: torch.Tensor, options: Any, last_step: int, cancel: Cancel
+        self,
+        ws: torch.Tensor,
+        options: Any,
+        last_step: int,
+        cancel: Cancel,
+        timings: dict[int, float] | None = None,
+        cached: bool = True,
     ) -> Iterator[BlockImage]:
-        states = self._reusable_states(ws, options)  # extended in place when caching
+        """Run (or resume) the steps up to ``last_step``, yielding each block's image.
+        ``timings``: filled with the compute milliseconds spent up to each image (steps
+        taken from the cache cost nothing). ``cached=False``: neither read nor fill the
+        cache."""
+        states = self._reusable_states(ws, options) if cached else []
         resume = len(states)
+        spent = 0.0
         state: SynthesisState = states[-1] if states else (None, None)
         executed = 0
         final_res = self._resolutions[-1]
@@ -447,14 +481,18 @@ class ProgressiveEngine:
                         raise SynthesisCancelled(f"cancelled before the {step.res} px block")
                     # Grad mode is set per step: a context held across ``yield`` would leak
                     # into the caller's code.
+                    start = time.perf_counter()
                     with torch.no_grad():
                         state = self._run_step(step, state, ws, options)
-                    if self.use_cache:
+                    spent += time.perf_counter() - start
+                    if self.use_cache and cached:
                         states.append(state)
                     executed += 1
                 if step.makes_image:
                     img = state[1]
                     assert img is not None
+                    if timings is not None:
+                        timings[step.res] = spent * 1e3
                     final = step.res == final_res
                     yield BlockImage(
                         step.res, img.contiguous().clone(), final, str(options.precision)

@@ -352,7 +352,12 @@ def test_live_previews_run_in_bf16_and_the_final_image_stays_fp32_exact(bf16_eng
     previews, final = _previews_and_final(eng, ws)  # first run: fp32, then measured
     assert [b.precision for b in previews] == ["fp32"] * 3
     assert eng.preview_error is not None and 0 < eng.preview_error <= 0.01
-    assert eng.previews_enabled and eng.last_run.total_steps == eng.last_run.steps_executed
+    assert sorted(eng.preview_speedups) == [4, 8, 16]
+    assert all(v > 0 for v in eng.preview_speedups.values())
+    assert eng.last_run.total_steps == eng.last_run.steps_executed
+    # The speed criterion is measured, so it is set here: bf16 twice as fast on every block.
+    eng.preview_speedups = {r: 2.0 for r in eng.preview_speedups}
+    assert eng.previews_enabled and eng.preview_max_res == 16
     exact = {b.res: b.image for b in make_engine(cache=False).progressive(ws, previews=False)}
     for edit_row in (None, 7, 2):  # a new latent, then slider-like edits (cached resumes)
         if edit_row is not None:
@@ -405,9 +410,36 @@ def test_only_blocks_up_to_the_first_one_over_tolerance_are_previewed_in_bf16(bf
     _previews_and_final(eng, ws)
     assert sorted(eng.preview_errors) == [4, 8, 16]
     eng.preview_errors = {4: 0.001, 8: 0.5, 16: 0.001}  # as if the 8 px block had failed
+    eng.preview_speedups = {4: 2.0, 8: 2.0, 16: 2.0}
     assert eng.preview_max_res == 4
     previews, final = _previews_and_final(eng, ws + 0.25)
     exact = {b.res: b.image
              for b in make_engine(cache=False).progressive(ws + 0.25, previews=False)}
     assert [(b.res, b.precision) for b in previews] == [(4, "bf16"), (8, "fp32"), (16, "fp32")]
     assert torch.equal(previews[1].image, exact[8]) and torch.equal(final.image, exact[32])
+
+
+def test_blocks_bf16_reaches_no_sooner_than_fp32_are_not_previewed_in_bf16(bf16_engine):
+    eng = bf16_engine
+    ws = random_ws(seed=7)
+    _previews_and_final(eng, ws)
+    eng.preview_errors = {4: 0.001, 8: 0.001, 16: 0.001}
+    eng.preview_speedups = {4: 0.5, 8: 0.8, 16: 0.9}  # bf16 slower everywhere
+    assert eng.preview_max_res is None and not eng.previews_enabled
+    previews, final = _previews_and_final(eng, ws + 0.5)
+    assert [b.precision for b in previews] == ["fp32"] * 3
+    eng.preview_speedups = {4: 0.5, 8: 1.5, 16: 0.9}  # the 8 px image comes sooner in bf16
+    assert eng.preview_max_res == 8
+    previews, final = _previews_and_final(eng, ws + 0.5)
+    assert [b.precision for b in previews] == ["bf16", "bf16", "fp32"]
+    assert torch.equal(final.image, fresh_render(ws + 0.5))
+
+
+def test_a_cached_first_run_is_timed_again_from_scratch(bf16_engine):
+    eng = bf16_engine
+    ws = random_ws(seed=8)
+    eng.synthesize(ws)  # fills the fp32 cache: the first progressive run resumes from it
+    list(eng.progressive(ws))
+    assert eng.last_run.resumed_at_step == eng.last_run.total_steps
+    assert sorted(eng.preview_speedups) == [4, 8, 16]
+    assert all(0 < v < float("inf") for v in eng.preview_speedups.values())
