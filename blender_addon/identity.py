@@ -1,6 +1,6 @@
 """New identities: DiscoFaceGAN's identity VAE when its files are set, else the rig prior.
 
-The VAE (neural/discofacegan/vae.py, numpy only) decodes a N(0, I) draw of its "id" factor
+The VAE (rig/dfg_vae.py, numpy only) decodes a N(0, I) draw of its "id" factor
 into identity shape and reflectance, the way DiscoFaceGAN samples faces; without it the
 identity group is drawn from the rig's Gaussian prior. Expression, pose and light are never
 touched.
@@ -38,7 +38,7 @@ def new_identity(ob: Object, seed: int) -> str:
     if not folder:
         randomise_group(ob, "identity", seed)
         return "prior"
-    from .neural.discofacegan.vae import FACTOR_GROUPS, DFGVae
+    from .rig.dfg_vae import FACTOR_GROUPS, DFGVae
 
     vae = _VAES.get(folder)
     if vae is None:

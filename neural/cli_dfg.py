@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..contract.catalogue import NOISE_MODES, PRECISIONS
+from ..rig.dfg_vae import DFGVae
 from ..rig.params import RigParams
 from .checkpoints.project_format import WEIGHTS_SUFFIX
 from .discofacegan.adapter import (
@@ -28,7 +29,6 @@ from .discofacegan.adapter import (
 from .discofacegan.backend import DFGEngine
 from .discofacegan.generator import DFGGenerator
 from .discofacegan.tf_reader import load_dfg_generator, save_dfg_project
-from .discofacegan.vae import DFGVae
 from .engine import configure_inference_process
 from .errors import NeuralError
 from .images import write_png

@@ -9,11 +9,11 @@ import numpy as np
 from bpy.props import EnumProperty, IntProperty
 from bpy.types import Context
 
+from ..contract.errors import ContractError
 from ..controls_eval import basis_problem, control_basis, head_of
 from ..controls_props import preset_name
 from ..head_control import add_control_shape_keys
 from ..identity import new_identity
-from ..neural.errors import NeuralError
 from ..properties import deferred_rig_changes
 from ..rig.control_basis import controls_from_expression, expression_from_controls
 from ..rig.controls import CONTROL_NAMES
@@ -97,7 +97,7 @@ class NFR_OT_new_identity(FaceRigOperator):
             self.seed = secrets.randbelow(SEED_MAX + 1)
         try:
             source = new_identity(context.object, self.seed)
-        except (RigError, NeuralError, OSError) as exc:
+        except (RigError, ContractError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         where = "DiscoFaceGAN's VAE" if source == "vae" else "the rig prior"

@@ -10,5 +10,9 @@ class FaceModelError(RigError):
     """A face-model file (or one of the raw BFM inputs) is missing, unreadable or malformed."""
 
 
+class PriorModelError(RigError):
+    """A learned prior over rig values (DiscoFaceGAN's VAE checkpoints) is missing or malformed."""
+
+
 class RigParamsError(RigError):
     """A rig parameter vector or JSON document is malformed (length, NaN, schema)."""

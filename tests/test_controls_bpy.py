@@ -368,7 +368,7 @@ def test_full_presets_keep_seed_truncation_sefa_and_named_controls(rig, tmp_path
 
 def test_new_identity_uses_discofacegans_vae_when_set(rig, tmp_path) -> None:
     from fixtures import dfg_formats
-    from neural_face_rig.neural.discofacegan.vae import DFGVae
+    from neural_face_rig.rig.dfg_vae import DFGVae
     from neural_face_rig.rig.params import GROUP_SLICES as SLICES
 
     prefs = bpy.context.preferences.addons[MODULE].preferences

@@ -9,8 +9,8 @@ import struct
 import numpy as np
 import pytest
 from fixtures import dfg_formats as fx
-from neural_face_rig.neural.discofacegan import vae
-from neural_face_rig.neural.discofacegan.vae import (
+from neural_face_rig.rig import dfg_vae as vae
+from neural_face_rig.rig.dfg_vae import (
     DFGVae,
     TFCheckpoint,
     VaeInputError,
@@ -21,7 +21,7 @@ from neural_face_rig.neural.discofacegan.vae import (
     read_table,
     unmask_crc,
 )
-from neural_face_rig.neural.errors import CheckpointError
+from neural_face_rig.rig.errors import PriorModelError as CheckpointError
 from neural_face_rig.rig.params import GROUP_SLICES, RigParams
 
 

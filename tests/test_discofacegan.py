@@ -49,10 +49,10 @@ from neural_face_rig.neural.discofacegan.tf_reader import (
     read_dfg_project,
     save_dfg_project,
 )
-from neural_face_rig.neural.discofacegan.vae import DFGVae
 from neural_face_rig.neural.engine import SynthesisCancelled
 from neural_face_rig.neural.errors import CheckpointError
 from neural_face_rig.neural.stylegan2.generator import GeneratorInputError
+from neural_face_rig.rig.dfg_vae import DFGVae
 from neural_face_rig.rig.params import GROUP_SLICES, RigParams
 
 CFG = fx.TINY_DFG

@@ -379,8 +379,8 @@ def _project_variant(source: Path, target: Path, **config: Any) -> Path:
 
 def _run_case(case: dict[str, Any]) -> int | None:
     from neural_face_rig.neural import cli
-    from neural_face_rig.neural.discofacegan.vae import TFCheckpoint
     from neural_face_rig.neural.stylerig.backend import read_artifact
+    from neural_face_rig.rig.dfg_vae import TFCheckpoint
     from neural_face_rig.rig.face_model import load_face_model
     from neural_face_rig.rig.params import RigParams
 

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 
 from ...rig.atomic import atomic_open
+from ...rig.dfg_vae import FactorVAE
 from ...rig.file_limits import TEXT_MAX_BYTES, read_regular_file
 from ...rig.params import RigParams
 from ..errors import CheckpointError
 from ..stylegan2.generator import GeneratorInputError
 from .config import COEFF_DIM, DFGConfig
 from .generator import DFGGenerator
-from .vae import FactorVAE
 
 IDENTITY_DIM = 160  # id 80 + tex 80: the coefficients the identity term keeps
 DEFAULT_PSI = 0.7

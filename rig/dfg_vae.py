@@ -12,7 +12,8 @@ The VAEs (TwoStageVAE stage 1), per factor f in id/exp/gamma/rot: encoder
 ``f/stage1/encoder/fc{0,1,2}`` (dense + ReLU) -> ``dense`` (mu) and ``dense_1`` (log sd);
 decoder ``f/stage1/decoder/fc{0,1,2}`` (dense + ReLU) -> ``x_hat`` (linear). Kernels are
 [in, out]. Decoders turn N(0, I) draws into coefficients, encoders map coefficients back to
-the Gaussian factors. Numpy only (usable in Blender's own process).
+the Gaussian factors. Numpy only: Blender's own process draws new identities with it, so
+it lives in ``rig`` (a learned prior over rig values), not with the generator in ``neural``.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from typing import Literal
 
 import numpy as np
 
-from ...contract.errors import ContractError
-from ...contract.files import VAE_FACTORS, vae_checkpoint_prefix
-from ...rig.file_limits import CHECKPOINT_MAX_BYTES, open_regular_file, read_regular_file
-from ...rig.params import GROUP_SLICES, RigParams
-from ..errors import CheckpointError, NeuralError
+from ..contract.errors import ContractError
+from ..contract.files import VAE_FACTORS, vae_checkpoint_prefix
+from .errors import PriorModelError, RigError
+from .file_limits import CHECKPOINT_MAX_BYTES, open_regular_file, read_regular_file
+from .params import GROUP_SLICES, RigParams
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
@@ -50,7 +51,7 @@ TF_DTYPES: dict[int, np.dtype] = {
 }
 
 
-class VaeInputError(NeuralError, ValueError):
+class VaeInputError(RigError, ValueError):
     """A VAE was asked for a factor it does not have."""
 
 
@@ -97,7 +98,7 @@ def _varint(buf: bytes, pos: int, where: str) -> tuple[int, int]:
     value = shift = 0
     while True:
         if pos >= len(buf) or shift > 63:
-            raise CheckpointError(f"{where}: truncated or overlong varint")
+            raise PriorModelError(f"{where}: truncated or overlong varint")
         byte = buf[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
@@ -120,17 +121,17 @@ def _proto_fields(buf: bytes, where: str) -> dict[int, list[int | bytes]]:
         elif wire == 1 or wire == 5:
             size = 8 if wire == 1 else 4
             if pos + size > len(buf):
-                raise CheckpointError(f"{where}: truncated fixed-size protobuf field {number}")
+                raise PriorModelError(f"{where}: truncated fixed-size protobuf field {number}")
             value = int.from_bytes(buf[pos : pos + size], "little")
             pos += size
         elif wire == 2:
             size, pos = _varint(buf, pos, where)
             if pos + size > len(buf):
-                raise CheckpointError(f"{where}: protobuf field {number} runs past its message")
+                raise PriorModelError(f"{where}: protobuf field {number} runs past its message")
             value = buf[pos : pos + size]
             pos += size
         else:
-            raise CheckpointError(f"{where}: unsupported protobuf wire type {wire}")
+            raise PriorModelError(f"{where}: unsupported protobuf wire type {wire}")
         fields.setdefault(number, []).append(value)
     return fields
 
@@ -165,19 +166,19 @@ def _block_handle(buf: bytes, pos: int, where: str) -> tuple[int, int, int]:
 def _read_block(data: bytes, offset: int, size: int, label: str, what: str) -> bytes:
     end = offset + size + BLOCK_TRAILER_SIZE
     if end > len(data) - FOOTER_SIZE:
-        raise CheckpointError(
+        raise PriorModelError(
             f"{label}: {what} at bytes {offset}..{end} runs past the table ({len(data)} bytes)"
         )
     contents = data[offset : offset + size]
     kind = data[offset + size]
     (stored,) = struct.unpack_from("<I", data, offset + size + 1)
     if unmask_crc(stored) != crc32c(data[offset : offset + size + 1]):
-        raise CheckpointError(
+        raise PriorModelError(
             f"{label}: {what} (bytes {offset}..{offset + size}) fails its CRC-32C check"
         )
     if kind != 0:
         names = {1: "snappy"}
-        raise CheckpointError(
+        raise PriorModelError(
             f"{label}: {what} is {names.get(kind, f'type-{kind}')} compressed; TF checkpoint "
             "indexes are written uncompressed and only those are supported"
         )
@@ -187,14 +188,14 @@ def _read_block(data: bytes, offset: int, size: int, label: str, what: str) -> b
 def _block_entries(block: bytes, label: str, what: str) -> Iterator[tuple[bytes, bytes]]:
     """Key/value pairs of one block, in order (prefix compression undone)."""
     if len(block) < 4:
-        raise CheckpointError(f"{label}: {what} is {len(block)} bytes, too short for a block")
+        raise PriorModelError(f"{label}: {what} is {len(block)} bytes, too short for a block")
     (restarts,) = struct.unpack_from("<I", block, len(block) - 4)
     limit = len(block) - 4 * (restarts + 1)
     if restarts < 1 or limit < 0:
-        raise CheckpointError(f"{label}: {what} has an invalid restart count {restarts}")
+        raise PriorModelError(f"{label}: {what} has an invalid restart count {restarts}")
     offsets = struct.unpack_from(f"<{restarts}I", block, limit)
     if any(o >= max(limit, 1) for o in offsets) or offsets[0] != 0:
-        raise CheckpointError(f"{label}: {what} has restart offsets outside its entries")
+        raise PriorModelError(f"{label}: {what} has restart offsets outside its entries")
     pos, key = 0, b""
     while pos < limit:
         where = f"{label}: {what} entry at byte {pos}"
@@ -202,7 +203,7 @@ def _block_entries(block: bytes, label: str, what: str) -> Iterator[tuple[bytes,
         unshared, pos = _varint(block, pos, where)
         value_size, pos = _varint(block, pos, where)
         if shared > len(key) or pos + unshared + value_size > limit:
-            raise CheckpointError(f"{where}: key/value lengths run past the block")
+            raise PriorModelError(f"{where}: key/value lengths run past the block")
         key = key[:shared] + block[pos : pos + unshared]
         pos += unshared
         yield key, block[pos : pos + value_size]
@@ -212,13 +213,13 @@ def _block_entries(block: bytes, label: str, what: str) -> Iterator[tuple[bytes,
 def read_table(data: bytes, label: str) -> list[tuple[bytes, bytes]]:
     """All entries of an SSTable file's bytes, in key order."""
     if len(data) < FOOTER_SIZE:
-        raise CheckpointError(
+        raise PriorModelError(
             f"{label}: {len(data)} bytes, too short for a TF table (footer {FOOTER_SIZE} bytes)"
         )
     footer = data[-FOOTER_SIZE:]
     (magic,) = struct.unpack_from("<Q", footer, FOOTER_SIZE - 8)
     if magic != TABLE_MAGIC:
-        raise CheckpointError(
+        raise PriorModelError(
             f"{label}: not a TF checkpoint index (table magic {magic:#018x}, expected "
             f"{TABLE_MAGIC:#018x})"
         )
@@ -232,7 +233,7 @@ def read_table(data: bytes, label: str) -> list[tuple[bytes, bytes]]:
         entries.extend(_block_entries(block, label, f"data block at byte {offset}"))
     keys = [k for k, _ in entries]
     if keys != sorted(keys) or len(set(keys)) != len(keys):
-        raise CheckpointError(f"{label}: table keys are not strictly increasing")
+        raise PriorModelError(f"{label}: table keys are not strictly increasing")
     return entries
 
 
@@ -257,14 +258,14 @@ def _parse_shape(buf: bytes | None, where: str) -> tuple[int, ...]:
         return ()
     fields = _proto_fields(buf, where)
     if _int_field(fields, 3):
-        raise CheckpointError(f"{where}: the tensor's shape has unknown rank")
+        raise PriorModelError(f"{where}: the tensor's shape has unknown rank")
     dims = []
     for dim in fields.get(2, []):
         if not isinstance(dim, bytes):
-            raise CheckpointError(f"{where}: malformed shape dimension")
+            raise PriorModelError(f"{where}: malformed shape dimension")
         size = _int_field(_proto_fields(dim, where), 1)
         if size < 0:
-            raise CheckpointError(f"{where}: shape dimension {size} is not a known size")
+            raise PriorModelError(f"{where}: shape dimension {size} is not a known size")
         dims.append(size)
     return tuple(dims)
 
@@ -282,7 +283,7 @@ def _parse_entry(value: bytes, where: str) -> BundleEntry:
             sliced=bool(fields.get(7)),
         )
     except TypeError as exc:
-        raise CheckpointError(f"{where}: protobuf field {exc} has the wrong wire type") from None
+        raise PriorModelError(f"{where}: protobuf field {exc} has the wrong wire type") from None
 
 
 class TFCheckpoint:
@@ -292,22 +293,22 @@ class TFCheckpoint:
         self.prefix = os.fspath(prefix)
         index_path = self.prefix + ".index"
         data = read_regular_file(index_path, "TF checkpoint index", TF_INDEX_MAX_BYTES,
-                                 CheckpointError)
+                                 PriorModelError)
         entries = read_table(data, index_path)
         if not entries or entries[0][0] != b"":
-            raise CheckpointError(f"{index_path}: no bundle header entry (empty key) first")
+            raise PriorModelError(f"{index_path}: no bundle header entry (empty key) first")
         header = _proto_fields(entries[0][1], f"{index_path}: header")
         self.num_shards = _int_field(header, 1)
         big_endian = _int_field(header, 2) == 1
         version = _proto_fields(_message_field(header, 3) or b"", f"{index_path}: version")
         min_consumer = _int_field(version, 2)
         if min_consumer > BUNDLE_VERSION:
-            raise CheckpointError(
+            raise PriorModelError(
                 f"{index_path}: bundle format needs a reader of version >= {min_consumer}; "
                 f"this reader implements version {BUNDLE_VERSION}"
             )
         if self.num_shards < 1:
-            raise CheckpointError(f"{index_path}: header num_shards {self.num_shards} < 1")
+            raise PriorModelError(f"{index_path}: header num_shards {self.num_shards} < 1")
         self._byteorder: Literal["<", ">"] = ">" if big_endian else "<"
         self.entries: dict[str, BundleEntry] = {}
         for key, value in entries[1:]:
@@ -325,27 +326,27 @@ class TFCheckpoint:
         """Tensor ``name`` as a numpy array (native byte order), its bytes CRC-checked."""
         entry = self.entries.get(name)
         if entry is None:
-            raise CheckpointError(f"{self._label}: no tensor named {name}")
+            raise PriorModelError(f"{self._label}: no tensor named {name}")
         where = f"{self._label}: tensor {name}"
         if entry.sliced:
-            raise CheckpointError(f"{where} is saved in slices (partitioned); not supported")
+            raise PriorModelError(f"{where} is saved in slices (partitioned); not supported")
         if entry.dtype not in TF_DTYPES:
-            raise CheckpointError(f"{where} has TF dtype enum {entry.dtype}; expected numbers")
+            raise PriorModelError(f"{where} has TF dtype enum {entry.dtype}; expected numbers")
         if not 0 <= entry.shard_id < self.num_shards:
-            raise CheckpointError(f"{where}: shard {entry.shard_id} of {self.num_shards}")
+            raise PriorModelError(f"{where}: shard {entry.shard_id} of {self.num_shards}")
         dtype = TF_DTYPES[entry.dtype].newbyteorder(self._byteorder)
         count = math.prod(entry.shape)  # Python ints: [2**32, 2**32] must not wrap to 0
         if entry.size != count * dtype.itemsize:
-            raise CheckpointError(
+            raise PriorModelError(
                 f"{where}: {entry.size} bytes for shape {entry.shape} of {dtype.name} "
                 f"(expected {count * dtype.itemsize})"
             )
         path = self.data_path(entry.shard_id)
         with open_regular_file(path, "TF checkpoint data", CHECKPOINT_MAX_BYTES,
-                               CheckpointError) as stream:
+                               PriorModelError) as stream:
             available = os.fstat(stream.fileno()).st_size
             if entry.offset < 0 or entry.offset + entry.size > available:
-                raise CheckpointError(
+                raise PriorModelError(
                     f"{path}: truncated: {name} needs bytes {entry.offset}.."
                     f"{entry.offset + entry.size}, the file has {available}"
                 )
@@ -353,13 +354,13 @@ class TFCheckpoint:
                 stream.seek(entry.offset)
                 raw = stream.read(entry.size)
             except OSError as exc:
-                raise CheckpointError(f"{path}: cannot read the checkpoint data ({exc})") from None
+                raise PriorModelError(f"{path}: cannot read the checkpoint data ({exc})") from None
         if len(raw) != entry.size:
-            raise CheckpointError(
+            raise PriorModelError(
                 f"{path}: truncated: {name} needs bytes {entry.offset}..{entry.offset + entry.size}"
             )
         if crc32c(raw) != unmask_crc(entry.crc32c):
-            raise CheckpointError(f"{path}: the bytes of {name} fail their CRC-32C check")
+            raise PriorModelError(f"{path}: the bytes of {name} fail their CRC-32C check")
         return np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("=")).reshape(entry.shape)
 
 
@@ -441,12 +442,12 @@ def _dense(ckpt: TFCheckpoint, scope: str, fan_in: int, fan_out: int) -> MLPLaye
     kernel = ckpt.read(f"{scope}/kernel")
     bias = ckpt.read(f"{scope}/bias")
     if kernel.shape != (fan_in, fan_out) or bias.shape != (fan_out,):
-        raise CheckpointError(
+        raise PriorModelError(
             f"{ckpt.prefix}: {scope}: expected kernel [{fan_in}, {fan_out}] and bias "
             f"[{fan_out}], found {list(kernel.shape)} and {list(bias.shape)}"
         )
     if kernel.dtype.kind != "f" or not (np.isfinite(kernel).all() and np.isfinite(bias).all()):
-        raise CheckpointError(f"{ckpt.prefix}: {scope} holds non-finite or non-float values")
+        raise PriorModelError(f"{ckpt.prefix}: {scope} holds non-finite or non-float values")
     return MLPLayer(kernel.astype(np.float32), bias.astype(np.float32))
 
 
@@ -460,7 +461,7 @@ def load_factor_vae(prefix: str | os.PathLike[str], factor: str) -> FactorVAE:
     first = f"{root}/encoder/fc0/kernel"
     if first not in ckpt.entries:
         found = sorted({name.split("/")[0] for name in ckpt.entries})
-        raise CheckpointError(
+        raise PriorModelError(
             f"{ckpt.prefix}: no {first} (a checkpoint of the {factor!r} VAE was expected; its "
             f"variables are under {', '.join(found) or 'nothing'})"
         )
@@ -488,7 +489,7 @@ def find_checkpoint_prefix(folder: str | os.PathLike[str]) -> str:
     try:
         return vae_checkpoint_prefix(folder)
     except ContractError as exc:
-        raise CheckpointError(str(exc)) from None
+        raise PriorModelError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -503,7 +504,7 @@ class DFGVae:
         root = Path(weights_dir)
         missing = [f for f in Z_ORDER if not (root / f).is_dir()]
         if missing:
-            raise CheckpointError(
+            raise PriorModelError(
                 f"{root}: missing VAE folder(s) {', '.join(missing)} (expected id, exp, gamma "
                 "and rot, as in DiscoFaceGAN's vae/weights)"
             )
