@@ -410,3 +410,26 @@ def test_big_model_files_are_hashed_off_the_main_thread(addon, prefs, tmp_path: 
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "big.blend"))  # save waits for it
     (record,) = bpy.data.objects[card.name].face_rig.model_files
     assert record.sha256 == hashlib.sha256(addon.paths["stylegan2"].read_bytes()).hexdigest()
+
+
+def test_a_discofacegan_rig_follows_its_expression_through_the_external_worker(
+    addon, prefs
+) -> None:
+    """On every Blender of the matrix: the rig-driven backend, preferences -> worker (the
+    External Python in the torch-free venvs) -> pixels."""
+    prefs.dfg_generator_path = str(addon.paths["dfg"])
+    prefs.dfg_average_w_path = str(addon.paths["dfg"].parent / "average_w_id.txt")
+    assert bpy.ops.nfr.add_rig(backend="discofacegan") == {"FINISHED"}
+    card = bpy.context.object
+    assert card.face_rig.backend == "discofacegan" and card.face_rig.model_resolution == 32
+    estimates = addon.module("rig_estimate")
+    live = addon.live
+    # The backend reads the base face's rig values first and the sliders start there.
+    poll_until(live, lambda: estimates.stored(card) is not None and not live._requests
+               and live._shown.get(card.face_rig.image_name))
+    neutral = _face(card).reshape(32, 32, 4)
+    assert neutral[..., :3].std() > 0.01  # a picture, not a flat colour
+    card.face_rig.expression.c000 += 3.0
+    _shown(addon, card)
+    assert np.abs(_face(card).reshape(32, 32, 4) - neutral).max() > 0.01
+    assert "32 px" in live.status_text(card)
