@@ -424,26 +424,25 @@ class ProgressiveEngine:
         last_step: int, cancel: Cancel,
     ) -> Iterator[BlockImage]:
         """A plain run, then (once the caller has taken every image) the preview blocks in the
-        preview precision, compared with this run's images and compute times: sets
-        ``preview_errors`` and ``preview_speedups`` (a run resumed from the cache is timed
-        again from scratch, uncached)."""
+        preview precision, compared with this run's images: sets ``preview_errors``; then
+        both precisions again from scratch, uncached and warmed up (the first run of a
+        precision also pays for kernel creation), for ``preview_speedups``."""
         exact: dict[int, torch.Tensor] = {}
-        exact_ms: dict[int, float] = {}
-        for block in self._blocks(ws, options, last_step, cancel, exact_ms):
+        for block in self._blocks(ws, options, last_step, cancel):
             exact[block.res] = block.image
             yield block
         stats = self.last_run
         try:
             errors: dict[int, float] = {}
-            preview_ms: dict[int, float] = {}
-            for block in self._blocks(ws, preview_options, preview_last, None, preview_ms):
+            for block in self._blocks(ws, preview_options, preview_last, None):
                 ref = exact[block.res]
                 spread = float(ref.max() - ref.min()) or 1.0
                 err = float((block.image - ref).abs().max()) / spread
                 errors[block.res] = err if err == err else float("inf")  # NaN: never
-            if stats is None or stats.resumed_at_step > 0:
-                exact_ms = {}
-                for _ in self._blocks(ws, options, preview_last, None, exact_ms, cached=False):
+            preview_ms: dict[int, float] = {}
+            exact_ms: dict[int, float] = {}
+            for opts, times in ((preview_options, preview_ms), (options, exact_ms)):
+                for _ in self._blocks(ws, opts, preview_last, None, times, cached=False):
                     pass
             self.preview_speedups = {
                 r: exact_ms[r] / max(preview_ms[r], 1e-9) for r in preview_ms if r in exact_ms
@@ -462,7 +461,8 @@ class ProgressiveEngine:
         cached: bool = True,
     ) -> Iterator[BlockImage]:
         """Run (or resume) the steps up to ``last_step``, yielding each block's image.
-        ``timings``: filled with the compute milliseconds spent up to each image (steps
+        ``timings``: filled with the process CPU milliseconds spent up to each image (CPU
+        time, not wall time: on a shared machine the load would decide otherwise; steps
         taken from the cache cost nothing). ``cached=False``: neither read nor fill the
         cache."""
         states = self._reusable_states(ws, options) if cached else []
@@ -481,10 +481,11 @@ class ProgressiveEngine:
                         raise SynthesisCancelled(f"cancelled before the {step.res} px block")
                     # Grad mode is set per step: a context held across ``yield`` would leak
                     # into the caller's code.
-                    start = time.perf_counter()
+                    start = time.process_time() if timings is not None else 0.0
                     with torch.no_grad():
                         state = self._run_step(step, state, ws, options)
-                    spent += time.perf_counter() - start
+                    if timings is not None:
+                        spent += time.process_time() - start
                     if self.use_cache and cached:
                         states.append(state)
                     executed += 1
