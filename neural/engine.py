@@ -19,7 +19,8 @@ preview blocks (blocks before the last one asked for) in bf16, then the remainin
 in fp32, when the device has native bf16 (``bf16_supported``). Which blocks: those up to
 the largest resolution whose bf16 image, and every smaller one, differed from the fp32 image
 by at most ``PREVIEW_TOLERANCE`` of the image range, and which the bf16 pass reached sooner
-than the fp32 one (else a bf16 preview would only delay the exact images). Both are
+than the fp32 one (else a bf16 preview would only delay the exact images) within
+``PREVIEW_DELAY_BUDGET_MS`` (the preview pass delays the final image by its own time). All are
 measured once, right after the engine's first progressive run (``preview_errors``,
 ``preview_speedups``). The last image is always the exact fp32 one.
 Process-wide settings (allocator, threads, cuDNN determinism) belong to the process that owns
@@ -159,6 +160,11 @@ the fp32 image), over every preview block of the measured run."""
 PREVIEW_MIN_SPEEDUP = 1.0
 """A block is previewed in bf16 only if the bf16 pass reached its image this much sooner."""
 
+PREVIEW_DELAY_BUDGET_MS = 50.0
+"""The bf16 preview pass runs before the exact pass, so it delays the final image by its own
+compute time: blocks are previewed only while the bf16 pass reaches them within this budget
+(the bridge overhead an artist accepts on the final face)."""
+
 
 def check_precision(device: torch.device, precision: str) -> None:
     if precision == "fp16" and device.type != "cuda":
@@ -287,6 +293,9 @@ class ProgressiveEngine:
         self.preview_speedups: dict[int, float] | None = None
         """Per block resolution: fp32 compute time to reach that block's image / the preview
         precision's; measured with ``preview_errors``."""
+        self.preview_times_ms: dict[int, float] | None = None
+        """Per block resolution: the preview precision's compute time to reach that block's
+        image (ms), measured with ``preview_errors``."""
         self._options(None, None, None)  # validate the defaults now
 
     @property
@@ -297,14 +306,17 @@ class ProgressiveEngine:
     @property
     def preview_max_res(self) -> int | None:
         """The largest block resolution previewed in ``preview_candidate``: every measured
-        block up to it met the tolerance and its image came sooner than in fp32 (None: no
-        such block, or not measured yet)."""
+        block up to it met the tolerance and the delay budget, and its image came sooner than
+        in fp32 (None: no such block, or not measured yet)."""
         if self.preview_candidate is None or not self.preview_errors:
             return None
         speedups = self.preview_speedups or {}
+        times = self.preview_times_ms or {}
         accepted = None
         for res in sorted(self.preview_errors):
             if not self.preview_errors[res] <= PREVIEW_TOLERANCE:
+                break
+            if times.get(res, 0.0) > PREVIEW_DELAY_BUDGET_MS:
                 break
             if speedups.get(res, 0.0) > PREVIEW_MIN_SPEEDUP:
                 accepted = res
@@ -447,6 +459,7 @@ class ProgressiveEngine:
             self.preview_speedups = {
                 r: exact_ms[r] / max(preview_ms[r], 1e-9) for r in preview_ms if r in exact_ms
             }
+            self.preview_times_ms = dict(preview_ms)
             self.preview_errors = errors
         finally:
             self.last_run = stats

@@ -443,3 +443,18 @@ def test_a_cached_first_run_is_timed_again_from_scratch(bf16_engine):
     assert eng.last_run.resumed_at_step == eng.last_run.total_steps
     assert sorted(eng.preview_speedups) == [4, 8, 16]
     assert all(0 < v < float("inf") for v in eng.preview_speedups.values())
+
+
+def test_blocks_beyond_the_preview_delay_budget_are_not_previewed_in_bf16(bf16_engine):
+    eng = bf16_engine
+    ws = random_ws(seed=9)
+    _previews_and_final(eng, ws)
+    assert sorted(eng.preview_times_ms) == [4, 8, 16]
+    eng.preview_errors = {4: 0.001, 8: 0.001, 16: 0.001}
+    eng.preview_speedups = {4: 2.0, 8: 2.0, 16: 2.0}
+    budget = engine_mod.PREVIEW_DELAY_BUDGET_MS
+    eng.preview_times_ms = {4: 1.0, 8: budget + 1.0, 16: 2 * budget}  # the final would wait
+    assert eng.preview_max_res == 4
+    previews, final = _previews_and_final(eng, ws + 0.5)
+    assert [b.precision for b in previews] == ["bf16", "fp32", "fp32"]
+    assert torch.equal(final.image, fresh_render(ws + 0.5))
