@@ -1,6 +1,6 @@
 """The face rig evaluated in torch: shape, rigid pose, normals, albedo, shading, projection.
 
-Conventions (Deep3DFaceRecon, METHODS §4.3): positions in decimetres, x right, y up, +z
+Conventions (Deep3DFaceRecon, docs/REFERENCE.md §4.3): positions in decimetres, x right, y up, +z
 towards the camera. Shape = mean + identity basis · id + expression basis · exp, recentred on
 the centroid of the mean shape. Rotation angles (x, y, z) = (pitch, yaw, roll) radians with
 standard right-handed Rx, Ry, Rz and R = Rz·Ry·Rx, applied as v' = R v + t. Positive yaw turns

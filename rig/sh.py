@@ -1,4 +1,4 @@
-"""Second-order spherical-harmonics shading, Deep3DFaceRecon's convention (METHODS §4.4).
+"""Second-order spherical-harmonics shading, Deep3DFaceRecon's convention (docs/REFERENCE.md §4.4).
 
 Each colour channel has 9 coefficients (gamma [27] = R 9, G 9, B 9). An ambient 0.8 is added
 to every channel's first coefficient inside `sh_shade`, so gamma = 0 means ambient light

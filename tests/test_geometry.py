@@ -40,7 +40,7 @@ def rig_batch(*params: RigParams, dtype=torch.float64) -> torch.Tensor:
 
 # -- spherical harmonics ----------------------------------------------------------------------
 
-# METHODS §4.4, written out independently of rig.sh.
+# docs/REFERENCE.md §4.4, written out independently of rig.sh.
 A0, A1, A2 = math.pi, 2 * math.pi / math.sqrt(3), 2 * math.pi / math.sqrt(8)
 C0, C1, C2 = 1 / math.sqrt(4 * math.pi), math.sqrt(3) / math.sqrt(4 * math.pi), (
     3 * math.sqrt(5) / math.sqrt(12 * math.pi)
@@ -62,7 +62,7 @@ def closed_form_basis(x: float, y: float, z: float) -> list[float]:
 
 
 def test_sh_constants_match_the_reference_values():
-    # The numbers quoted in METHODS §4.4.
+    # The numbers quoted in docs/REFERENCE.md §4.4.
     assert A0 * C0 == pytest.approx(0.8862, abs=1e-4)
     assert A1 * C1 == pytest.approx(1.7725, abs=1e-4)
     assert A2 * C2 == pytest.approx(2.4270, abs=1e-4)

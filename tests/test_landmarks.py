@@ -171,7 +171,7 @@ def test_five_points_numpy_and_torch():
 
 
 def expected_output_place(point, landmarks, size):
-    """Where METHODS §6.2 puts a photo point in the output: coordinates along the square's
+    """Where docs/REFERENCE.md §6.2 puts a photo point in the output: coordinates along the square's
     axes (x = eye_to_eye - rot90(eye_to_mouth), scaled; y = rot90(x)) around its centre."""
     eye_left, eye_right = landmarks[36:42].mean(0), landmarks[42:48].mean(0)
     eye_avg, eye_to_eye = (eye_left + eye_right) / 2, eye_right - eye_left

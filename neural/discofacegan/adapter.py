@@ -1,4 +1,4 @@
-"""Canonical rig -> DiscoFaceGAN latents (METHODS §3, §4.2).
+"""Canonical rig -> DiscoFaceGAN latents (docs/REFERENCE.md §3, §4.2).
 
 - Input: z = [id 80 | tex 80 | exp 64 | rot 3 | gamma 27 | noise 32] (286): the rig's
   coefficients in DiscoFaceGAN order (``RigParams.to_dfg_vector``; translation is not an

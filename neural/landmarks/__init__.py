@@ -85,7 +85,7 @@ def make_detector(
     raise LandmarkError(f"landmark detector {name!r}: expected one of {', '.join(DETECTOR_NAMES)}")
 
 
-# ------------------------------------------------------------------ five points (METHODS §4.5)
+# ------------------------------------------------------- five points (docs/REFERENCE.md §4.5)
 
 # Rows: left eye = mean(36, 39), right eye = mean(42, 45), nose tip 30, mouth corners 48, 54
 # (0-based iBUG; "left" is the image-left eye, Deep3DFaceRecon's order).

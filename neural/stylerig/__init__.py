@@ -1,4 +1,4 @@
-"""StyleRig for any StyleGAN2 (Tewari et al. 2020; METHODS §5, decisions in docs/STYLERIG.md).
+"""StyleRig for any StyleGAN2 (Tewari et al. 2020; docs/REFERENCE.md §5, docs/STYLERIG.md).
 
 - ``dfr``: DFR, the MLP from W+ to the 257 rig values, trained through the rig renderer;
 - ``rignet``: RigNet, per-W+-row encoder/decoder editing W+ towards target rig values;

@@ -1,12 +1,12 @@
 """Generator samples for StyleRig training: seeds -> W+ -> images at the rig camera, landmarks.
 
 The crop (docs/STYLERIG.md): the rig renders through Deep3DFaceRecon's camera (focal 1015 px,
-224 px frame, METHODS §4.3) or a scaled copy of it (same field of view, any size). Each
+224 px frame, docs/REFERENCE.md §4.3) or a scaled copy of it (same field of view, any size). Each
 generator image is mapped onto that frame by one fixed axis-aligned square crop per
 generator, a :class:`FaceCrop`: the box (fractions of the generator image) that the camera
 frame sees. Two ways to get it:
 
-- ``ffhq_crop``: FFHQ's alignment rule (METHODS §6.2) applied to the face model's neutral
+- ``ffhq_crop``: FFHQ's alignment rule (docs/REFERENCE.md §6.2) applied to the face model's neutral
   face seen by the camera. FFHQ-aligned generators put the quad of side
   2·max(2·|eye_to_eye|, 1.8·|eye_to_mouth|) centred at eye_avg + 0.1·eye_to_mouth onto the
   whole image, so the same quad computed from the rig's projected keypoints is the whole

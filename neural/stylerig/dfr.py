@@ -1,8 +1,8 @@
 """DFR (differentiable face reconstruction): an MLP from StyleGAN2 W+ to the 257 rig values.
 
-StyleRig's F (METHODS §5): three fully connected layers with ELU after the first two, input
-the flattened W+ (num_ws x w_dim: 18 x 512 for FFHQ-1024, any size here). Two fixed affine
-maps around the MLP make it generator- and unit-agnostic:
+StyleRig's F (docs/REFERENCE.md §5): three fully connected layers with ELU after the first
+two, input the flattened W+ (num_ws x w_dim: 18 x 512 for FFHQ-1024, any size here). Two
+fixed affine maps around the MLP make it generator- and unit-agnostic:
 
 - input: each W+ row is centred on the training samples' mean and divided by that row's
   standard deviation (``w_mean`` [num_ws, w_dim], ``w_std`` [num_ws] buffers);

@@ -1,4 +1,4 @@
-"""StyleRig's losses (METHODS §5; weights and additions argued in docs/STYLERIG.md).
+"""StyleRig's losses (docs/REFERENCE.md §5; weights and additions argued in docs/STYLERIG.md).
 
 Render loss of rig values p against a generator image I (both at the rig camera):
 

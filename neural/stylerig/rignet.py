@@ -1,8 +1,8 @@
 """RigNet: edits a W+ so that the DFR reads target pose, expression and illumination from it.
 
-Per W+ row i (METHODS §5): a linear encoder w_i (w_dim) -> l_i (``latent``, 32) and a decoder
-[l_i, Δp] -> d_i (w_dim), two layers with ELU between; the result is ŵ_i = w_i + d_i. All
-rows are computed at once as batched matrix products over a leading row axis.
+Per W+ row i (docs/REFERENCE.md §5): a linear encoder w_i (w_dim) -> l_i (``latent``, 32)
+and a decoder [l_i, Δp] -> d_i (w_dim), two layers with ELU between; the result is
+ŵ_i = w_i + d_i. All rows are computed at once as batched matrix products over a leading row axis.
 
 One network serves the three controls (docs/STYLERIG.md): the decoder reads the change
 asked of the controlled parameters, Δp = (target - DFR(w)) / σ on the 94 coefficients of
