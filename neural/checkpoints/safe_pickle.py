@@ -40,7 +40,7 @@ import pickle
 import pickletools
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import IO, Any, BinaryIO, NoReturn, cast
+from typing import IO, Any, NoReturn, cast
 
 import numpy as np
 import torch
@@ -388,7 +388,7 @@ ALLOWED_GLOBALS = frozenset(f"{m}.{n}" for m, n in _ALLOWED)
 class _BoundedReader:
     """File view for the opcode scan: a read longer than what is left is a truncated file."""
 
-    def __init__(self, stream: BinaryIO, label: str) -> None:
+    def __init__(self, stream: IO[bytes], label: str) -> None:
         self._stream = stream
         self._label = label
         start = stream.tell()
@@ -415,7 +415,7 @@ class _BoundedReader:
         return self._stream.tell()
 
 
-def scan_opcodes(stream: BinaryIO, label: str, persistent_ids: bool = False) -> None:
+def scan_opcodes(stream: IO[bytes], label: str, persistent_ids: bool = False) -> None:
     """Validate the opcode stream of one pickle starting at the stream's position; leaves the
     stream just after its STOP.
 
@@ -472,7 +472,7 @@ def scan_opcodes(stream: BinaryIO, label: str, persistent_ids: bool = False) -> 
 
 
 class _AllowListUnpickler(pickle.Unpickler):
-    def __init__(self, stream: BinaryIO, label: str,
+    def __init__(self, stream: IO[bytes], label: str,
                  persistent: Callable[[object], Any] | None = None,
                  overrides: dict[tuple[str, str], Any] | None = None) -> None:
         super().__init__(stream)
@@ -504,7 +504,7 @@ def one_line(exc: BaseException) -> str:
 
 
 def load_pickle(
-    stream: BinaryIO, label: str, persistent: Callable[[object], Any] | None = None,
+    stream: IO[bytes], label: str, persistent: Callable[[object], Any] | None = None,
     overrides: dict[tuple[str, str], Any] | None = None,
     on_scanned: Callable[[int], None] | None = None,
 ) -> Any:
