@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..rig.atomic import atomic_open
+from ..rig.file_limits import open_regular_file
 from .checkpoints import load_generator
 from .engine import StyleGAN2Engine, configure_inference_process
 from .errors import NeuralError
@@ -171,11 +174,39 @@ def _latents(
     return engine.truncate(ws, args.psi, args.cutoff) if args.psi != 1.0 else ws
 
 
+LATENT_FILE_MAX_BYTES = 64 << 20
+"""A latent file holds z or W+ vectors: 64 MiB is ~1800 W+ codes of FFHQ-1024, far beyond
+a batch anyone renders from the command line."""
+
+
+_NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
 def _read_npy(path: Path) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise NeuralError(f"{path}: not a readable .npy array ({exc})") from None
+    """A float ``.npy`` array, its header checked against the bytes the file holds before
+    anything is allocated."""
+    with open_regular_file(path, "latent .npy file", LATENT_FILE_MAX_BYTES, NeuralError) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version not in _NPY_HEADER_READERS:
+                raise ValueError(f".npy format version {version}, expected 1.0 or 2.0")
+            shape, fortran, dtype = _NPY_HEADER_READERS[version](f)
+        except (OSError, ValueError) as exc:
+            raise NeuralError(f"{path}: not a readable .npy array ({exc})") from None
+        if dtype.hasobject:
+            raise NeuralError(f"{path}: expected a float array, found dtype {dtype}")
+        expected = math.prod(int(n) for n in shape) * dtype.itemsize  # Python ints: no overflow
+        present = os.fstat(f.fileno()).st_size - f.tell()
+        if expected != present:
+            raise NeuralError(
+                f"{path}: the .npy header declares shape {list(shape)} of {dtype} "
+                f"({expected} bytes), found {present} bytes of data"
+            )
+        data = f.read(present)
+    order = "F" if fortran else "C"
+    array = np.frombuffer(data, dtype=dtype).reshape(shape, order=order)
     if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
         raise NeuralError(f"{path}: expected finite floats, found dtype {array.dtype}")
     return np.ascontiguousarray(array, dtype=np.float32)

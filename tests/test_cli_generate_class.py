@@ -71,3 +71,18 @@ def test_unconditional_model_refuses_a_label(tmp_path, capsys):
     assert main(["generate", "--weights", str(path), "--seed", "1", "--class", "0",
                  "--out-npy", str(tmp_path / "x.npy")]) == 2
     assert "unconditional (c_dim 0)" in capsys.readouterr().err
+
+
+def test_a_latent_file_whose_header_overstates_its_data_is_refused(weights, tmp_path, capsys):
+    z = tmp_path / "huge.npy"
+    with z.open("wb") as f:  # a header claiming 10^12 rows over the data of two
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": (10**12, COND.z_dim)})
+        f.write(np.zeros((2, COND.z_dim), np.float32).tobytes())
+    out = tmp_path / "x.npy"
+    assert main(["generate", "--weights", str(weights), "--z", str(z), "--class", "0",
+                 "--out-npy", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "huge.npy" in err and "declares shape [1000000000000" in err, err
+    assert f"found {2 * COND.z_dim * 4} bytes of data" in err, err
+    assert not out.exists()
