@@ -17,7 +17,6 @@ import json
 import os
 import re
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import bpy
@@ -38,6 +37,7 @@ from .properties import (
 )
 from .rig.atomic import atomic_open
 from .rig.errors import RigParamsError
+from .rig.file_limits import read_regular_file
 from .rig.params import GROUP_NAMES, GROUP_SIZES, SOFT_RANGES, RigParams
 
 SEFA = "sefa"
@@ -368,16 +368,13 @@ def read_preset(
     path: str | os.PathLike[str], groups: Iterable[str] | None = None
 ) -> tuple[RigParams, tuple[str, ...]]:
     """Params and groups of a preset file (see ``parse_preset``)."""
+    # A regular file only: a FIFO or device chosen by mistake must not hang Blender.
+    data = read_regular_file(path, "rig preset", PRESET_MAX_BYTES, PresetError)
     try:
-        size = os.path.getsize(path)
-        if size > PRESET_MAX_BYTES:
-            raise PresetError(
-                f"{path}: expected a rig preset of at most {PRESET_MAX_BYTES} bytes, found "
-                f"{size} bytes"
-            )
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PresetError(f"{path}: cannot read the preset ({exc})") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PresetError(f"{path}: expected a UTF-8 rig preset, found {exc.reason} at byte "
+                          f"{exc.start}") from None
     return parse_preset(text, str(path), groups)
 
 

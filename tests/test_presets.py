@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from pathlib import Path
 
 import bpy
@@ -126,9 +127,10 @@ def _document(**groups) -> dict:
 
 
 _BAD_PRESETS = {
-    "missing file": (None, r"missing\.json: cannot read the preset .*No such file"),
+    "missing file": (None, r"missing\.json: cannot read the rig preset: no such file"),
     "not json": ("{identity: [1, 2", r"not_json\.json: expected JSON, found a syntax error"),
-    "not utf-8": (b"\xff\xfe{", r"not_utf_8\.json: cannot read the preset"),
+    "not utf-8": (b"\xff\xfe{", r"not_utf_8\.json: expected a UTF-8 rig preset, found invalid "
+                                 r"start byte at byte 0"),
     "wrong schema": ({"schema": "other/thing", "version": 1, "identity": [0.0] * 80},
                      r"field 'schema': expected 'neural_face_rig/rig_params', found 'other/thing'"),
     "newer version": (_document(identity=[0.0] * 80) | {"version": 99},
@@ -145,9 +147,19 @@ _BAD_PRESETS = {
     "beyond the limits": (_document(identity=[0.0] * 40 + [7.5] + [0.0] * 39),
                           r"field 'identity' index 40 \(Identity 40\): expected a value within "
                           r"±5, found 7\.5"),
-    "too big": ("[" + "0, " * 400_000 + "0]", r"too_big\.json: expected a rig preset of at most "
-                                               r"1048576 bytes, found \d+ bytes"),
+    "too big": ("[" + "0, " * 400_000 + "0]", r"too_big\.json: expected the rig preset to be at "
+                                               r"most 1048576 bytes, found \d+ bytes"),
 }
+
+
+def test_a_fifo_chosen_as_preset_is_refused_without_blocking(rig, tmp_path: Path) -> None:
+    fifo = tmp_path / "preset.json"
+    os.mkfifo(fifo)  # reading it would block Blender's main thread forever
+    before = _snapshot(rig)
+    with pytest.raises(RigParamsError, match=r"preset\.json: expected the rig preset as a "
+                                             r"regular file, found a FIFO"):
+        rig_props.load_preset(rig, fifo, ["identity"])
+    assert _snapshot(rig) == before
 
 
 @pytest.mark.parametrize("case", list(_BAD_PRESETS), ids=list(_BAD_PRESETS))
