@@ -49,6 +49,8 @@ class NFR_PT_output(FaceRigPanel):
         col = layout.column(align=True)
         for idname, text, icon in available:
             col.operator(idname, text=text, icon=icon)
+        # Farm renders fail on a face that cannot be rendered unless the artist opts out here.
+        layout.prop(context.object.face_rig, "failure_placeholder")
         problem = colour_problem(context.scene)
         if problem is not None:
             layout.label(text=problem, icon="ERROR")

@@ -672,10 +672,11 @@ def test_animation_and_output_panels(rig) -> None:
     # Render and bake buttons appear exactly when their operators are registered.
     idnames = [idname for idname, _, _ in output.OUTPUT_OPERATORS]
     if not any(services.operator_available(idname) for idname in idnames):
-        assert _draw(output.NFR_PT_output) == [("label", "No render operators in this build.")]
+        assert _draw(output.NFR_PT_output)[0] == ("label", "No render operators in this build.")
     with _stand_in_operators(idnames):
         log = _draw(output.NFR_PT_output)
         assert [idname for idname, _ in _buttons(log)] == idnames
+        assert _props(log) == ["face_rig.failure_placeholder"]  # the farm-failure opt-out
         assert [entry for entry in log if entry[0] == "label"] == [
             ("label", portrait.colour_problem(bpy.context.scene))]  # AgX in an empty file
         portrait.setup_colour(bpy.context.scene)
