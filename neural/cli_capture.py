@@ -119,7 +119,7 @@ def _run_capture(args: argparse.Namespace) -> int:
 
 
 def _run_capture_arkit(args: argparse.Namespace) -> int:
-    from .capture.arkit_csv import read_live_link_csv
+    from ..rig.arkit_csv import read_live_link_csv
 
     try:
         signs = tuple(float(v) for v in args.head_signs.split(","))

@@ -31,10 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...rig.controls import CONTROL_NAMES, UNDEFINABLE
-from ...rig.file_limits import read_regular_file
-from . import CaptureError
-from .curves import CaptureCurves, Channel
+from .controls import CONTROL_NAMES, UNDEFINABLE
+from .curves_file import CaptureCurves, CaptureError, Channel
+from .file_limits import read_regular_file
 from .timecode import timecode_seconds
 
 ARKIT_BLENDSHAPE_COLUMNS = (

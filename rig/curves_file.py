@@ -31,15 +31,21 @@ from typing import Any
 
 import numpy as np
 
-from ...rig.atomic import atomic_open
-from ...rig.file_limits import parse_json, read_json_file
-from . import CaptureError
+from .atomic import atomic_open
+from .errors import RigError
+from .file_limits import parse_json, read_json_file
 
 FORMAT = "nfr-curves"
 VERSION = 1
 INTERPOLATIONS = ("LINEAR", "CONSTANT")
 MAX_FILE_BYTES = 64 << 20  # ~1 M keys of 40 bytes: hours of every-frame capture
 AXES = ("x", "y", "z")
+
+
+class CaptureError(RigError):
+    """A capture input (Live Link Face CSV, timecode, curves.json, video, image sequence) is
+    malformed or unusable. Defined here, beside the curves document, so the add-on (numpy only)
+    and the capture pipeline share one error type."""
 
 _CONTROL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _EXPRESSION_NAME = re.compile(r"^expression\.c(\d{3})$")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 
-from . import CaptureError
+from .curves_file import CaptureError
 
 _TIMECODE = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})([:;])(\d{2,3})(?:\.(\d+))?$")
 

@@ -5,15 +5,14 @@ import math
 
 import numpy as np
 import pytest
-from neural_face_rig.neural.capture import CaptureError
-from neural_face_rig.neural.capture.arkit_csv import (
+from neural_face_rig.rig.arkit_csv import (
     ARKIT_BLENDSHAPE_COLUMNS,
     LIVE_LINK_FACE_COLUMNS,
     read_live_link_csv,
 )
-from neural_face_rig.neural.capture.curves import read_curves
-from neural_face_rig.neural.capture.timecode import timecode_seconds
 from neural_face_rig.rig.controls import ARKIT_BLENDSHAPES, CONTROL_NAMES, UNDEFINABLE
+from neural_face_rig.rig.curves_file import CaptureError, read_curves
+from neural_face_rig.rig.timecode import timecode_seconds
 
 # The header exactly as the app writes it (typed out here, not taken from the module).
 APP_HEADER = (

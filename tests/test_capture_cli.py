@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
-from neural_face_rig.neural.capture.curves import read_curves
 from neural_face_rig.neural.cli import main
+from neural_face_rig.rig.curves_file import read_curves
 from neural_face_rig.rig.face_model import write_face_model_mat
 from neural_face_rig.rig.synthetic import make_synthetic_face_model
 from test_capture_arkit import write_take

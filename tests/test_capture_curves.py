@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from neural_face_rig.neural.capture import CaptureError, curves
-from neural_face_rig.neural.capture.curves import CaptureCurves, Channel, read_curves
+from neural_face_rig.rig import curves_file as curves
+from neural_face_rig.rig.curves_file import CaptureCurves, CaptureError, Channel, read_curves
 
 
 def sample_curves() -> CaptureCurves:

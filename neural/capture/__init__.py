@@ -2,10 +2,6 @@
 
 One module per job:
 
-- ``timecode``   SMPTE-style timecodes (HH:MM:SS:FF[.fff]) to seconds and scene frames
-- ``curves``     the curves.json document: channels of keys on the rig's named controls and
-                 head rotation (schema in docs/CAPTURE.md), its writer and its guarded reader
-- ``arkit_csv``  Live Link Face CSV -> curves (no video needed)
 - ``video``      frames of a video file or an image sequence, with frame rate and timecode
 - ``tracking``   68 landmarks per frame with a confidence; the face detector re-runs only when
                  tracking by the previous frame's landmark box is lost
@@ -16,16 +12,18 @@ One module per job:
 - ``keyframes``  keyframe reduction to editable keys within a stated error
 - ``pipeline``   video -> curves, end to end, with progress and cancel
 
-Nothing here imports bpy: the add-on reads the curves.json these modules write.
+The documents themselves live in ``rig`` (numpy only, so the add-on imports them too):
+``rig.curves_file`` (curves.json: channels of keys on the rig's named controls and head pose,
+schema in docs/CAPTURE.md, with ``CaptureError``), ``rig.timecode`` (HH:MM:SS:FF[.fff] to
+seconds and scene frames) and ``rig.arkit_csv`` (Live Link Face CSV -> curves, no video).
+Nothing here imports bpy.
 """
 
 from __future__ import annotations
 
-from ..errors import NeuralError
+from ...rig.curves_file import CaptureError
 
-
-class CaptureError(NeuralError):
-    """A capture input (CSV, video, image sequence, curves.json) is malformed or unusable."""
+__all__ = ["CaptureCancelled", "CaptureError"]
 
 
 class CaptureCancelled(CaptureError):

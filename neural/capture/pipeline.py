@@ -24,12 +24,7 @@ import numpy as np
 
 from ...rig.camera import CAMERA_224
 from ...rig.control_basis import ControlBasis, derive_controls
-from ...rig.face_model import FaceModel
-from ...rig.geometry import TorchFaceModel
-from ..landmarks import make_detector
-from . import CaptureError
-from .clip_fit import ClipFit, fit_clip
-from .curves import (
+from ...rig.curves_file import (
     CaptureCurves,
     Channel,
     channel_kind,
@@ -37,6 +32,11 @@ from .curves import (
     rotation_channel,
     translation_channel,
 )
+from ...rig.face_model import FaceModel
+from ...rig.geometry import TorchFaceModel
+from ..landmarks import make_detector
+from . import CaptureError
+from .clip_fit import ClipFit, fit_clip
 from .keyframes import DEFAULT_TOLERANCES, reduce_keys
 from .retarget import apply_gains, check_gains, project_controls
 from .smoothing import DEFAULT_SMOOTHING, smooth_tracks

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...rig.timecode import format_timecode, timecode_seconds
 from . import CaptureError
-from .timecode import format_timecode, timecode_seconds
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr")
 DEFAULT_SEQUENCE_FPS = 24.0
