@@ -64,6 +64,8 @@ ESTIMATE = "estimate"
 LOAD = "load"
 PING = "ping"
 RELEASE = "release"
+PHOTO = "photo"
+CANCEL = "cancel"
 QUIT = "quit"
 # Worker -> parent message types.
 READY = "ready"
@@ -75,13 +77,16 @@ LOADED = "loaded"
 PONG = "pong"
 SLOT_CLOSED = "slot_closed"
 BYE = "bye"
+PROGRESS = "progress"
+PHOTO_RESULT = "photo_result"
 
-PARENT_MESSAGES = frozenset({RENDER, DIRECTIONS, ESTIMATE, LOAD, PING, RELEASE, QUIT})
+PARENT_MESSAGES = frozenset({RENDER, DIRECTIONS, ESTIMATE, LOAD, PING, RELEASE, QUIT, PHOTO,
+                             CANCEL})
 JOB_MESSAGES = frozenset({RENDER, DIRECTIONS, ESTIMATE, LOAD})
 """Parent messages that carry a job and are served in order by the worker's main loop."""
 WORKER_MESSAGES = frozenset(
     {READY, IMAGE, WRITTEN, CANCELLED, ERROR, DIRECTIONS, ESTIMATE, LOADED, PONG, SLOT_CLOSED,
-     BYE}
+     BYE, PROGRESS, PHOTO_RESULT}
 )
 
 CHANNELS = 4  # RGBA
@@ -449,3 +454,170 @@ def _short(value: Any) -> str:
 
 def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
+
+
+# ------------------------------------------------------------------ photo jobs
+
+PHOTO_BACKENDS = ("auto", "stylegan2", "stylerig", "discofacegan")
+PHOTO_LATENT_SPACES = ("w+", "z")
+PHOTO_STAGES = ("detect", "align", "rig", "encode", "refine", "invert", "done")
+MAX_PHOTO_STEPS = 100_000
+
+
+@dataclass(frozen=True)
+class PhotoJob:
+    """Invert a photo into a backend (``photo``): the worker runs
+    ``neural.photo.pipeline.invert_photo`` and answers with ``progress`` lines, then one
+    ``photo_result`` (or ``cancelled`` / ``error``).
+
+    photo: the image file. model_path: the generator. backend: auto, stylegan2, stylerig or
+    discofacegan. encoder (e4e), rnet (Deep3DFaceRecon epoch_20.pth), face_model (BFM .mat,
+    for the landmark fit and the named controls), lm3d, average_w_id, rignet: optional files
+    ("" = none). face_index: which face, largest first. steps: refinement steps (StyleGAN2 /
+    StyleRig) or optimisation steps (DiscoFaceGAN). target: the latest-wins key (a newer
+    photo job or a ``cancel`` for the same target cancels this one, queued or running
+    between steps)."""
+
+    photo: str
+    model_path: str
+    backend: str = "auto"
+    target: str = ""
+    device: str = "auto"
+    encoder: str = ""
+    rnet: str = ""
+    face_model: str = ""
+    lm3d: str = ""
+    average_w_id: str = ""
+    rignet: str = ""
+    face_index: int = 0
+    detector: str = ""
+    steps: int = 0
+
+
+_PHOTO_FILES = ("encoder", "rnet", "face_model", "lm3d", "average_w_id", "rignet")
+
+
+def photo_job_to_json(job: PhotoJob) -> dict[str, Any]:
+    return {name: getattr(job, name) for name in PhotoJob.__dataclass_fields__}
+
+
+def photo_job_from_json(data: Any, where: str = "job") -> PhotoJob:
+    fields = _object(data, where)
+    unknown = sorted(set(fields) - set(PhotoJob.__dataclass_fields__))
+    if unknown:
+        raise ProtocolError(f"{where}: unknown photo job field(s) {', '.join(unknown)[:200]}")
+    job = PhotoJob(
+        photo=_string(fields.get("photo"), f"{where}.photo"),
+        model_path=_string(fields.get("model_path"), f"{where}.model_path"),
+        backend=_choice(fields.get("backend", "auto"), PHOTO_BACKENDS, f"{where}.backend"),
+        target=_string(fields.get("target", ""), f"{where}.target"),
+        device=_string(fields.get("device", "auto"), f"{where}.device"),
+        face_index=_int(fields.get("face_index", 0), f"{where}.face_index"),
+        detector=_string(fields.get("detector", ""), f"{where}.detector"),
+        steps=_int(fields.get("steps", 0), f"{where}.steps"),
+        **{name: _string(fields.get(name, ""), f"{where}.{name}") for name in _PHOTO_FILES},
+    )
+    if not job.photo:
+        raise ProtocolError(f"{where}.photo: expected the path of an image file, found ''")
+    if not job.model_path:
+        raise ProtocolError(f"{where}.model_path: expected the path of a model file, found ''")
+    if job.face_index < 0:
+        raise ProtocolError(f"{where}.face_index: expected 0 or more, found {job.face_index}")
+    if not 0 <= job.steps <= MAX_PHOTO_STEPS:
+        raise ProtocolError(f"{where}.steps: expected 0..{MAX_PHOTO_STEPS}, found {job.steps}")
+    try:
+        check_device(job.device, f"{where}.device")
+    except ContractError as exc:
+        raise ProtocolError(str(exc)) from None
+    return job
+
+
+def photo_message(request_id: int, job: PhotoJob) -> dict[str, Any]:
+    return {"type": PHOTO, "id": request_id, "job": photo_job_to_json(job)}
+
+
+def cancel_message(request_id: int, target: str) -> dict[str, Any]:
+    """Cancel the photo job of ``target`` (queued or running); answered with ``cancelled``
+    for the job (if any) and for this request."""
+    return {"type": CANCEL, "id": request_id, "target": target}
+
+
+@dataclass(frozen=True)
+class PhotoResult:
+    """A photo's inversion, as the add-on stores it.
+
+    rig: [257] the slider start values; photo_rig: [257] what R-Net / the landmark fit read.
+    latent: the base latent, ``latent_space`` "w+" ([num_ws, w_dim], StyleGAN2 / StyleRig) or
+    "z" (DiscoFaceGAN's input [z_dim] = coefficients of ``rig`` + ``noise``). noise: DiscoFaceGAN's
+    optimised noise part [noise_dim] (empty otherwise). psi/cutoff: the truncation the
+    inversion used. face_box: x0, y0, x1, y1 in photo pixels. controls: named control values
+    (None without a face model); key_light: the key light read off the SH light."""
+
+    backend: str
+    model_sha256: str
+    rig: np.ndarray
+    photo_rig: np.ndarray
+    latent: np.ndarray
+    latent_space: str
+    noise: np.ndarray
+    psi: float
+    cutoff: int | None
+    face_box: tuple[float, float, float, float]
+    faces_found: int
+    rig_source: str
+    controls: dict[str, float] | None
+    key_light: dict[str, Any]
+
+
+def photo_result_to_json(request_id: int, target: str, result: PhotoResult) -> dict[str, Any]:
+    return {
+        "type": PHOTO_RESULT, "id": request_id, "target": target,
+        "backend": result.backend, "model": result.model_sha256,
+        "rig": np.asarray(result.rig, np.float32).tolist(),
+        "photo_rig": np.asarray(result.photo_rig, np.float32).tolist(),
+        "latent": np.asarray(result.latent, np.float32).tolist(),
+        "latent_space": result.latent_space,
+        "noise": np.asarray(result.noise, np.float32).tolist(),
+        "psi": float(result.psi), "cutoff": result.cutoff,
+        "face_box": [float(v) for v in result.face_box], "faces_found": result.faces_found,
+        "rig_source": result.rig_source, "controls": result.controls,
+        "key_light": result.key_light,
+    }
+
+
+def photo_result_from_json(data: Any, where: str = "photo_result") -> PhotoResult:
+    """Inverse of :func:`photo_result_to_json`, checking every field and shape."""
+    fields = _object(data, where)
+    rig = _float_array(fields.get("rig"), f"{where}.rig")
+    photo_rig = _float_array(fields.get("photo_rig"), f"{where}.photo_rig")
+    for name, value in (("rig", rig), ("photo_rig", photo_rig)):
+        if value.shape != (257,):
+            raise ProtocolError(f"{where}.{name}: expected 257 values, found shape "
+                                f"{list(value.shape)}")
+    space = _choice(fields.get("latent_space"), PHOTO_LATENT_SPACES, f"{where}.latent_space")
+    latent = _float_array(fields.get("latent"), f"{where}.latent")
+    if latent.ndim != (2 if space == "w+" else 1) or latent.size == 0:
+        wanted = "[num_ws, w_dim]" if space == "w+" else "[z_dim]"
+        raise ProtocolError(f"{where}.latent: expected a {wanted} array for {space!r}, found "
+                            f"shape {list(latent.shape)}")
+    noise = _float_array(fields.get("noise", []), f"{where}.noise").reshape(-1)
+    box = _float_array(fields.get("face_box"), f"{where}.face_box")
+    if box.shape != (4,):
+        raise ProtocolError(f"{where}.face_box: expected 4 values, found shape "
+                            f"{list(box.shape)}")
+    controls = fields.get("controls")
+    if controls is not None:
+        controls = {str(k): _number(v, f"{where}.controls.{k}")
+                    for k, v in _object(controls, f"{where}.controls").items()}
+    return PhotoResult(
+        backend=_string(fields.get("backend"), f"{where}.backend"),
+        model_sha256=_string(fields.get("model", ""), f"{where}.model"),
+        rig=rig, photo_rig=photo_rig, latent=latent, latent_space=space, noise=noise,
+        psi=_number(fields.get("psi", 1.0), f"{where}.psi"),
+        cutoff=_optional_int(fields.get("cutoff"), f"{where}.cutoff"),
+        face_box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+        faces_found=_int(fields.get("faces_found", 1), f"{where}.faces_found"),
+        rig_source=_string(fields.get("rig_source", ""), f"{where}.rig_source"),
+        controls=controls,
+        key_light=_object(fields.get("key_light", {}), f"{where}.key_light"),
+    )

@@ -36,6 +36,7 @@ from multiprocessing import shared_memory
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import torch
 
 from ..contract import protocol as wp
@@ -307,6 +308,9 @@ class Worker:
                                "message": f"cannot handle this line: {type(exc).__name__}"})
 
     def _enqueue(self, ident: int, message: dict[str, Any]) -> None:
+        if message["type"] in (wp.PHOTO, wp.CANCEL):
+            self._enqueue_photo(ident, message)
+            return
         job = wp.job_from_json(message.get("job"))
         if message["type"] == wp.RENDER:
             key = f"render:{job.target}"  # latest wins per target
@@ -315,6 +319,25 @@ class Worker:
         message = dict(message, job=job)
         with self._cond:
             accepted, replaced = self._pending.put(key, ident, message)
+            self._cond.notify_all()
+        if replaced is not None:
+            self._send_cancelled(replaced)
+        if not accepted:
+            self._send_cancelled(message)
+
+    def _enqueue_photo(self, ident: int, message: dict[str, Any]) -> None:
+        """Photo jobs and their cancels share one latest-wins key per target: a newer photo
+        job or a ``cancel`` for the target cancels the one queued or running (between
+        inversion stages and steps)."""
+        if message["type"] == wp.PHOTO:
+            job = wp.photo_job_from_json(message.get("job"))
+            target = job.target
+            message = dict(message, job=job)
+        else:
+            target = wp._string(message.get("target", ""), "cancel.target")
+            message = {"type": wp.CANCEL, "id": ident, "target": target}
+        with self._cond:
+            accepted, replaced = self._pending.put(f"photo:{target}", ident, message)
             self._cond.notify_all()
         if replaced is not None:
             self._send_cancelled(replaced)
@@ -382,6 +405,9 @@ class Worker:
         return {"id": ident, "type": kind, "seconds": round(time.monotonic() - since, 3)}
 
     def _serve_one(self, key: str, message: dict[str, Any]) -> None:
+        if message["type"] in (wp.PHOTO, wp.CANCEL):
+            self._serve_photo(key, message)
+            return
         job: wp.RenderJob = message["job"]
         ident = message["id"]
         kind = message["type"]
@@ -477,13 +503,102 @@ class Worker:
             "model": model.backend.model_id, "backend": job.state.backend,
         })
 
+    # -------------------------------------------------------------- photo jobs
+
+    def _serve_photo(self, key: str, message: dict[str, Any]) -> None:
+        """A ``cancel`` that was not absorbed by a photo job is answered ``cancelled``; a
+        photo job streams ``progress`` and ends in ``photo_result``, ``cancelled`` or one
+        ``error`` line."""
+        ident = message["id"]
+        if message["type"] == wp.CANCEL:
+            self.channel.send({"type": wp.CANCELLED, "id": ident, "target": message["target"]})
+            return
+        job: wp.PhotoJob = message["job"]
+        self._doing = (ident, wp.PHOTO, time.monotonic())
+        from .photo.optimise import InversionCancelled
+
+        def progress(stage: str, done: int, total: int) -> None:
+            self.channel.send({"type": wp.PROGRESS, "id": ident, "target": job.target,
+                               "stage": stage, "done": int(done), "total": int(total)})
+
+        def cancel() -> bool:
+            return self._superseded(key)
+
+        try:
+            device = self.default_device if job.device == "auto" else resolve_device(job.device)
+            result = run_photo_job(job, device, progress, cancel)
+            self.channel.send(wp.photo_result_to_json(ident, job.target, result))
+        except InversionCancelled:
+            self._send_cancelled(message)
+        except (NeuralError, RigError, ContractError, OSError) as exc:
+            self._send_photo_error(ident, job, str(exc))
+        except Exception as exc:  # a bug must reach the user as a message, not kill the worker
+            traceback.print_exc(file=sys.stderr)
+            self._send_photo_error(ident, job, f"{type(exc).__name__}: {exc}"[:500])
+        finally:
+            self._doing = None
+
+    def _send_photo_error(self, ident: int, job: wp.PhotoJob, text: str) -> None:
+        line = " ".join(redact(text).split())  # one line, whatever the exception held
+        self.channel.send({"type": wp.ERROR, "id": ident, "target": job.target, "message": line})
+
     def _send_cancelled(self, message: dict[str, Any]) -> None:
         job = message.get("job")
-        target = job.target if isinstance(job, wp.RenderJob) else ""
+        target = (job.target if isinstance(job, (wp.RenderJob, wp.PhotoJob))
+                  else str(message.get("target") or ""))
         self.channel.send({"type": wp.CANCELLED, "id": message.get("id"), "target": target})
 
     def _send_error(self, ident: int, job: wp.RenderJob, text: str) -> None:
         self.channel.send({"type": wp.ERROR, "id": ident, "target": job.target, "message": text})
+
+
+def run_photo_job(
+    job: wp.PhotoJob,
+    device: str,
+    progress: Callable[[str, int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> wp.PhotoResult:
+    """Invert ``job.photo`` (neural.photo.pipeline.invert_photo) into the wire result. Every
+    named file must be a regular file (checked before anything is opened)."""
+    import json
+
+    from .photo.invert_dfg import DFGInvertOptions
+    from .photo.invert_stylegan import RefineOptions
+    from .photo.pipeline import InvertRequest, invert_photo
+
+    check_regular_file(job.photo, "photo", CHECKPOINT_MAX_BYTES, RequestError)
+    check_regular_file(job.model_path, "model file", CHECKPOINT_MAX_BYTES, RequestError)
+    files = {name: getattr(job, name) for name in
+             ("encoder", "rnet", "face_model", "lm3d", "average_w_id", "rignet")}
+    for name, path in files.items():
+        if path:
+            check_regular_file(path, f"{name} file", CHECKPOINT_MAX_BYTES, RequestError)
+    request = InvertRequest(
+        photo=job.photo, weights=job.model_path, backend=job.backend,
+        encoder=job.encoder or None, rnet=job.rnet or None, face_model=job.face_model or None,
+        lm3d=job.lm3d or None, face_index=job.face_index, detector=job.detector or None,
+        refine=RefineOptions(steps=job.steps), dfg=DFGInvertOptions(steps=job.steps),
+        average_w_id=job.average_w_id or None, stylerig=job.rignet or None, device=device,
+    )
+    face = invert_photo(request, progress, cancel)
+    state = face.rig_state()
+    assert state.latent is not None
+    photo = face.meta.get("photo", {})
+    box = [float(v) for v in photo.get("face_box", (0.0, 0.0, 0.0, 0.0))]
+    # numpy scalars in the metadata become plain JSON numbers
+    extras = json.loads(json.dumps({"controls": face.meta.get("controls"),
+                                    "key_light": face.meta.get("key_light", {})},
+                                   default=float))
+    return wp.PhotoResult(
+        backend=face.backend, model_sha256=face.model_sha256, rig=face.rig,
+        photo_rig=face.photo_rig, latent=state.latent, latent_space=state.latent_space,
+        noise=face.noise if face.noise is not None else np.zeros(0, np.float32),
+        psi=state.psi, cutoff=state.cutoff,
+        face_box=(box[0], box[1], box[2], box[3]),
+        faces_found=int(photo.get("faces_found", 1)),
+        rig_source=str(face.meta.get("rig_source", "")),
+        controls=extras["controls"], key_light=extras["key_light"],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

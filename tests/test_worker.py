@@ -590,3 +590,117 @@ def test_a_file_beyond_the_reader_limits_fails_its_request_not_the_worker(
     assert error["id"] == 1 and str(bomb) in error["message"]
     send(render(2, model, RigState(seed=1)))
     assert replies.next(wp.IMAGE)["id"] == 2
+
+
+# ------------------------------------------------------------------ photo jobs
+
+
+@pytest.fixture(scope="module")
+def photo_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from neural_face_rig.rig.face_model import write_face_model_mat
+    from neural_face_rig.rig.synthetic import make_synthetic_face_model
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("photo")
+    Image.fromarray(data.astronaut()).save(folder / "astronaut.png")
+    Image.fromarray(np.full((120, 160, 3), 128, np.uint8)).save(folder / "wall.png")
+    write_face_model_mat(make_synthetic_face_model("tiny"), folder / "face_model.mat")
+    return {"photo": folder / "astronaut.png", "wall": folder / "wall.png",
+            "face_model": folder / "face_model.mat"}
+
+
+def _photo_job(model: Path, files: dict[str, Path], **fields) -> wp.PhotoJob:
+    job = {"photo": str(files["photo"]), "model_path": str(model), "backend": "stylegan2",
+           "target": "Photo", "device": "cpu", "face_model": str(files["face_model"]),
+           "steps": 2, **fields}
+    return wp.PhotoJob(**job)
+
+
+def _send_photo(client: WorkerClient, job: wp.PhotoJob) -> tuple[int, queue.Queue]:
+    waiter: queue.Queue = queue.Queue()
+    ident = client._submit(lambda i: wp.photo_message(i, job), waiter)
+    return ident, waiter
+
+
+def _until_done(waiter: queue.Queue) -> tuple[list, object]:
+    """(progress events, the final event) of one photo request."""
+    progress = []
+    while True:
+        event = waiter.get(timeout=120)
+        if event.kind != wp.PROGRESS:
+            return progress, event
+        progress.append(event.data)
+
+
+def test_a_photo_job_reports_progress_and_returns_the_rig_and_w_plus(
+    model: Path, photo_files: dict[str, Path]
+) -> None:
+    client = WorkerClient()
+    try:
+        ident, waiter = _send_photo(client, _photo_job(model, photo_files))
+        progress, final = _until_done(waiter)
+    finally:
+        client.stop()
+    assert final.kind == wp.PHOTO_RESULT, final.message
+    stages = [p["stage"] for p in progress]
+    for stage in ("detect", "align", "rig", "encode", "refine", "done"):
+        assert stage in stages
+    assert [p["done"] for p in progress if p["stage"] == "refine"][-1] == 2
+    assert all(p["id"] == ident for p in progress)
+    result = wp.photo_result_from_json(final.data)
+    assert result.backend == "stylegan2" and result.latent_space == "w+"
+    assert result.latent.shape == (CFG.num_ws, CFG.w_dim)
+    assert np.isfinite(result.latent).all() and result.rig.shape == (257,)
+    assert result.rig_source == "landmarks" and result.controls  # the landmark fit ran
+    assert result.rig[80:144].any()  # the photo's expression, not neutral
+    x0, y0, x1, y1 = result.face_box
+    assert 0 <= x0 < x1 <= 512 and 0 <= y0 < y1 <= 512
+    # The state the add-on builds from it renders the inverted face (same W+ bit for bit).
+    state = RigState(backend="stylegan2", latent=result.latent, latent_space="w+")
+    assert torch.isfinite(direct_render(model, state)).all()
+
+
+def test_a_cancel_stops_a_running_photo_job_between_steps(
+    model: Path, photo_files: dict[str, Path]
+) -> None:
+    client = WorkerClient()
+    try:
+        ident, waiter = _send_photo(client, _photo_job(model, photo_files, steps=50_000))
+        while True:  # wait until the refinement runs
+            event = waiter.get(timeout=120)
+            assert event.kind == wp.PROGRESS, event.message
+            if event.data["stage"] == "refine" and event.data["done"] >= 1:
+                break
+        start = time.monotonic()
+        client._submit(lambda i: wp.cancel_message(i, "Photo"))
+        _, final = _until_done(waiter)
+        assert final.kind == wp.CANCELLED and final.request_id == ident
+        assert time.monotonic() - start < 30  # long before 50 000 steps
+        # The worker keeps serving: a second job for the target completes.
+        _, again = _until_done(_send_photo(client, _photo_job(model, photo_files, steps=0,
+                                                               backend="stylegan2"))[1])
+    finally:
+        client.stop()
+    assert again.kind == wp.ERROR and "needs the e4e encoder" in again.message
+
+
+def test_photo_job_errors_are_one_line_and_name_the_problem(
+    model: Path, photo_files: dict[str, Path], tmp_path: Path
+) -> None:
+    client = WorkerClient()
+    try:
+        _, wall = _until_done(_send_photo(client, _photo_job(model, photo_files,
+                                                              photo=str(photo_files["wall"])))[1])
+        _, missing = _until_done(_send_photo(client, _photo_job(
+            model, photo_files, photo=str(tmp_path / "nothing.png")))[1])
+    finally:
+        client.stop()
+    assert wall.kind == wp.ERROR and "wall.png: no face found" in wall.message
+    assert missing.kind == wp.ERROR and "nothing.png" in missing.message
+    assert "\n" not in wall.message + missing.message
+    with pytest.raises(wp.ProtocolError, match="job.steps: expected 0..100000"):
+        wp.photo_job_from_json(dict(wp.photo_job_to_json(_photo_job(model, photo_files)),
+                                    steps=-1))
+    with pytest.raises(wp.ProtocolError, match="job.backend: expected one of"):
+        wp.photo_job_from_json(dict(wp.photo_job_to_json(_photo_job(model, photo_files)),
+                                    backend="vq"))
