@@ -20,10 +20,12 @@ from .operators import bake, presets, rig_groups, sefa_sliders  # props: rig ope
 from .operators.add_head import NFR_OT_add_head
 from .operators.add_rig import NFR_OT_add_rig  # live
 from .operators.bake import NFR_OT_bake_face, NFR_OT_use_live_face  # live
+from .operators.capture import CLASSES as CAPTURE_OPERATORS  # capture
 from .operators.controls import CLASSES as CONTROL_OPERATORS  # controls
 from .operators.dependencies import NFR_OT_check_dependencies, NFR_OT_install_dependencies  # deps
 from .operators.render import NFR_OT_render_portrait, NFR_OT_render_sequence  # live
 from .panels import coefficients, model, output, sefa  # props: rig panels
+from .panels.capture import CLASSES as CAPTURE_PANELS  # capture
 from .panels.controls import CLASSES as CONTROL_PANELS  # controls
 from .panels.face_rig import NFR_PT_face_rig
 from .preferences import NFR_AddonPreferences, addon_preferences, restore_settings
@@ -40,9 +42,11 @@ CLASSES = (
     NFR_OT_render_portrait, NFR_OT_render_sequence,  # live
     *rig_groups.CLASSES, *presets.CLASSES, *sefa_sliders.CLASSES,  # props
     *CONTROL_OPERATORS,  # controls
+    *CAPTURE_OPERATORS,  # capture
     NFR_PT_face_rig,
     *CONTROL_PANELS,  # controls: before the raw panels (their parent)
     *model.CLASSES, *coefficients.CLASSES, *sefa.CLASSES, *output.CLASSES,  # props
+    *CAPTURE_PANELS,  # capture: after Animation (its parent)
 )
 
 
