@@ -187,9 +187,19 @@ def _write_keys(fcurve: Any, channel: Channel) -> None:
     co = np.empty((count, 2), np.float32)
     co[:, 0], co[:, 1] = channel.frames, channel.values
     points.foreach_set("co", co.ravel())
-    for point, mode in zip(points, channel.interpolation, strict=True):
-        point.interpolation = mode
+    codes = _interpolation_codes()
+    points.foreach_set("interpolation",
+                       np.array([codes[mode] for mode in channel.interpolation], np.int32))
     fcurve.update()
+
+
+def _interpolation_codes() -> dict[str, int]:
+    """Keyframe.interpolation identifiers -> the integers foreach_set takes (from Blender's
+    own enum, not hard-coded)."""
+    from bpy.types import Keyframe
+
+    items = Keyframe.bl_rna.properties["interpolation"].enum_items
+    return {item.identifier: item.value for item in items}
 
 
 # -- the two imports ---------------------------------------------------------------------------
