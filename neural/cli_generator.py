@@ -205,8 +205,8 @@ def _read_npy(path: Path) -> np.ndarray:
                 f"({expected} bytes), found {present} bytes of data"
             )
         data = f.read(present)
-    order = "F" if fortran else "C"
-    array = np.frombuffer(data, dtype=dtype).reshape(shape, order=order)
+    flat = np.frombuffer(data, dtype=dtype)
+    array = flat.reshape(shape, order="F") if fortran else flat.reshape(shape)
     if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
         raise NeuralError(f"{path}: expected finite floats, found dtype {array.dtype}")
     return np.ascontiguousarray(array, dtype=np.float32)
