@@ -23,6 +23,7 @@ from .operators.bake import NFR_OT_bake_face, NFR_OT_use_live_face  # live
 from .operators.capture import CLASSES as CAPTURE_OPERATORS  # capture
 from .operators.controls import CLASSES as CONTROL_OPERATORS  # controls
 from .operators.dependencies import NFR_OT_check_dependencies, NFR_OT_install_dependencies  # deps
+from .operators.photo import CLASSES as PHOTO_OPERATORS  # photo
 from .operators.render import NFR_OT_render_portrait, NFR_OT_render_sequence  # live
 from .panels import coefficients, model, output, sefa  # props: rig panels
 from .panels.capture import CLASSES as CAPTURE_PANELS  # capture
@@ -42,6 +43,7 @@ CLASSES = (
     NFR_OT_render_portrait, NFR_OT_render_sequence,  # live
     *rig_groups.CLASSES, *presets.CLASSES, *sefa_sliders.CLASSES,  # props
     *CONTROL_OPERATORS,  # controls
+    *PHOTO_OPERATORS,  # photo
     *CAPTURE_OPERATORS,  # capture
     NFR_PT_face_rig,
     *CONTROL_PANELS,  # controls: before the raw panels (their parent)

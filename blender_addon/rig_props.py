@@ -188,7 +188,7 @@ def rig_state(ob: Object, *, depsgraph: Depsgraph | None = None, final: bool = F
         for slider in face_rig.sefa_sliders
     )
     resolution = face_rig.render_resolution if final else face_rig.preview_resolution
-    return RigState(
+    state = RigState(
         backend=face_rig.backend,
         rig=apply_artist_controls(ob, read_rig_params(ob, depsgraph), depsgraph).to_vector(),
         seed=face_rig.seed,
@@ -196,6 +196,9 @@ def rig_state(ob: Object, *, depsgraph: Depsgraph | None = None, final: bool = F
         sefa=sliders,
         resolution=resolution_pixels(resolution, face_rig.model_resolution),
     )
+    from .photo_import import with_stored_latent  # photo: an inverted photo's latent
+
+    return with_stored_latent(ob, state)
 
 
 def model_path(ob: Object, *, farm: bool = True) -> str:

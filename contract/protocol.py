@@ -18,6 +18,11 @@ Parent -> worker (one JSON object per line on the worker's stdin, at most MAX_LI
 - ``release``: ``{"type": "release", "slot": name}``: the parent has copied the pixels of
   that shared-memory slot; the worker may reuse it.
 - ``quit``. End of file on stdin means the same: the worker never outlives its parent.
+- ``photo``: ``{"type": "photo", "id": int, "job": {...}}`` (see :class:`PhotoJob`): invert
+  a photo; the worker answers ``progress`` lines (stage, done, total) and one
+  ``photo_result`` (:class:`PhotoResult`), ``cancelled`` or ``error``. ``cancel``:
+  ``{"type": "cancel", "id": int, "target": name}`` cancels the target's photo job, queued
+  or running (latest wins per target, like renders).
 
 Worker -> parent (one JSON object per line on the worker's protocol stream):
 
@@ -27,6 +32,7 @@ Worker -> parent (one JSON object per line on the worker's protocol stream):
   ``error`` (per request, a message naming what is wrong; id null when the line had none),
   ``directions``, ``estimate``, ``loaded``, ``pong``, ``slot_closed`` (the worker unlinked a
   slot the parent may have attached) and ``bye``.
+  Photo jobs add ``progress`` and ``photo_result``.
 
 Images: float32 RGBA, ``size * size * 4`` values, linear Rec.709 (the generator's sRGB
 output decoded), rows bottom-first: exactly what ``Image.pixels.foreach_set`` takes for a

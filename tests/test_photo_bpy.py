@@ -1,0 +1,168 @@
+"""Face Rig from Photo on the real bpy module with the built zip installed: the photo is
+inverted by the real worker into a tiny StyleGAN2 (the astronaut portrait, the landmark fit
+with the synthetic face model), the rig starts at the photo's values, the latent is stored in
+the .blend and a reopened file renders the same face without inverting again; a cancelled
+job adds nothing.
+
+The bpy module is background mode: the operator takes its synchronous path (the modal
+progress bar needs a window); progress and cancel are driven through the same PhotoRun the
+modal operator polls. No torch in this process: the tiny models, the photo and the
+reference inversion come from the worker's Python (fixtures.worker_python).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import bpy
+import numpy as np
+import pytest
+from fixtures import worker_python
+from fixtures.live_addon import installed_extension, pixels, poll_until, preferences
+
+STEPS = 2
+
+
+def _expected_inversion(photo: Path, generator: Path, face_model: Path) -> SimpleNamespace:
+    """The same inversion run by the pipeline in the worker's Python (no worker, no Blender):
+    the rig values, W+ and named controls the add-on must arrive at."""
+    found = worker_python.run(
+        "import json\n"
+        "from neural_face_rig.neural.photo.invert_stylegan import RefineOptions\n"
+        "from neural_face_rig.neural.photo.pipeline import InvertRequest, invert_photo\n"
+        f"face = invert_photo(InvertRequest({str(photo)!r}, {str(generator)!r}, "
+        f"backend='stylegan2', face_model={str(face_model)!r}, "
+        f"refine=RefineOptions(steps={STEPS})))\n"
+        "print(json.dumps({'rig': face.rig.tolist(), 'w_plus': face.w_plus.tolist(),\n"
+        "                  'controls': face.meta['controls']}))\n"
+    )
+    assert isinstance(found, dict)
+    return SimpleNamespace(rig=np.asarray(found["rig"], np.float32),
+                           w_plus=np.asarray(found["w_plus"], np.float32),
+                           controls=found["controls"])
+
+
+@pytest.fixture(scope="module")
+def addon(tmp_path_factory: pytest.TempPathFactory):
+    models = tmp_path_factory.mktemp("models")
+    face_model = worker_python.write_face_model(models / "BFM_model_front.mat", seed=3)
+    generator = worker_python.write_tiny_models(models)["stylegan2"]
+    photo = tmp_path_factory.mktemp("photos") / "astronaut.png"
+    worker_python.run(  # scikit-image's astronaut portrait (the worker's Python has it)
+        "from PIL import Image\nfrom skimage import data\n"
+        f"Image.fromarray(data.astronaut()).save({str(photo)!r})\nprint('{{}}')\n")
+    expected = _expected_inversion(photo, generator, face_model)
+    with installed_extension(tmp_path_factory.mktemp("dist")) as module:
+        prefs = preferences()
+        worker_python.configure(prefs)
+        prefs.stylegan2_generator_path = str(generator)
+        prefs.face_model_path = str(face_model)
+        prefs.models_dir = str(models)
+        prefs.device = "CPU"
+        yield SimpleNamespace(live=module("live"), rig_props=module("rig_props"),
+                              photo_import=module("photo_import"), prefs=prefs, photo=photo,
+                              generator=generator, expected=expected)
+
+
+def _contents() -> dict[str, set[str]]:
+    return {name: set(getattr(bpy.data, name).keys())
+            for name in ("objects", "meshes", "materials", "images", "cameras")}
+
+
+def _face(card) -> bpy.types.Image:
+    return bpy.data.images[card.face_rig.image_name]
+
+
+def test_the_worker_reports_progress_and_a_cancel_adds_nothing(addon) -> None:
+    bpy.ops.wm.read_homefile(use_empty=True)
+    before = _contents()
+    photo_import = addon.photo_import
+    job = photo_import.photo_job(addon.prefs, str(addon.photo), "stylegan2", target="photo:t1",
+                                 steps=STEPS)
+    run = photo_import.PhotoRun(job)
+    seen = []
+    result = run.wait(progress=lambda stage, fraction: seen.append((stage, fraction)))
+    stages = [stage for stage, _ in seen]
+    assert {"detect", "refine"} <= set(stages) and run.stage == "done"
+    fractions = [fraction for _, fraction in seen]
+    assert fractions == sorted(fractions) and run.fraction == 1.0  # the bar only moves on
+    np.testing.assert_allclose(result.rig, addon.expected.rig, atol=1e-5)
+    assert result.latent.shape == addon.expected.w_plus.shape
+
+    long = photo_import.PhotoRun(photo_import.photo_job(
+        addon.prefs, str(addon.photo), "stylegan2", target="photo:t2", steps=50_000))
+    poll_until(addon.live, lambda: long.poll() or (long.stage == "refine" and long.fraction > 0.3))
+    long.cancel()
+    assert long.done and long.result is None and long.cancelled
+    with pytest.raises(photo_import.PhotoImportError, match="cancelled"):
+        long.wait(timeout=1)
+    assert _contents() == before  # nothing was added: the rig is made from a result only
+
+
+def test_face_rig_from_photo_starts_at_the_photo_and_reopens_without_inverting(
+    addon, tmp_path: Path
+) -> None:
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert bpy.ops.nfr.face_rig_from_photo(filepath=str(addon.photo), backend="stylegan2",
+                                           steps=STEPS) == {"FINISHED"}
+    card = bpy.context.object
+    state = addon.rig_props.rig_state(card)
+    expected = addon.expected
+    # The sliders (named controls + the raw remainder) start at the photo's values.
+    np.testing.assert_allclose(state.rig, expected.rig, atol=1e-4)
+    assert any(getattr(card.face_controls.named, n) != 0.0 for n in expected.controls)
+    # The base face is the inverted W+ (the worker's refinement of the same photo).
+    assert state.latent_space == "w+" and state.latent.shape == expected.w_plus.shape
+    np.testing.assert_allclose(state.latent, expected.w_plus, atol=1e-4)
+    reference = bpy.data.objects[f"{card.name} Photo"]
+    assert reference.parent == card and reference.location.x > 0
+    assert reference.active_material.node_tree.nodes["NFR Face"].image.size[:] == (512, 512)
+    stored = np.array(state.latent)
+    name = card.name
+
+    addon.live.render_now(card)
+    shown = pixels(_face(card))
+
+    path = tmp_path / "photo_rig.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.read_homefile(use_empty=True)
+    photo_run = addon.photo_import.PhotoRun
+    addon.photo_import.PhotoRun = None  # any attempt to invert again would fail loudly
+    try:
+        bpy.ops.wm.open_mainfile(filepath=str(path))
+        card = bpy.data.objects[name]
+        state = addon.rig_props.rig_state(card)
+        assert np.array_equal(state.latent, stored)  # bit for bit from the .blend
+        face = bpy.data.images[card.face_rig.image_name]
+        face.pixels.foreach_set(np.zeros(len(face.pixels), np.float32))  # forget the old face
+        addon.live._shown.clear()
+        assert addon.live.render_now(card)
+        np.testing.assert_array_equal(pixels(face), shown)
+    finally:
+        addon.photo_import.PhotoRun = photo_run
+    # The photo's latent, not the rig's seed: without it the same rig shows another face.
+    for key in addon.photo_import.PHOTO_PROPS:
+        del card[key]
+    addon.live._shown.clear()
+    assert addon.live.render_now(card)
+    assert not np.array_equal(pixels(face), shown)
+
+
+def test_an_image_in_the_blend_can_be_the_photo(addon) -> None:
+    bpy.ops.wm.read_homefile(use_empty=True)
+    image = bpy.data.images.load(str(addon.photo))
+    image.pack()
+    image.filepath = "//nowhere/astronaut.png"  # only the packed copy exists
+    temporary = set(os.listdir(bpy.app.tempdir))
+    assert bpy.ops.nfr.face_rig_from_photo(image_name=image.name, backend="stylegan2",
+                                           steps=STEPS) == {"FINISHED"}
+    card = bpy.context.object
+    reference = bpy.data.objects[f"{card.name} Photo"]
+    assert reference.active_material.node_tree.nodes["NFR Face"].image == image
+    np.testing.assert_allclose(addon.rig_props.rig_state(card).rig, addon.expected.rig,
+                               atol=1e-4)
+    assert set(os.listdir(bpy.app.tempdir)) == temporary  # its copy for the worker is gone
+    with pytest.raises(RuntimeError, match="No image 'missing' in this file"):
+        bpy.ops.nfr.face_rig_from_photo(image_name="missing")
