@@ -48,7 +48,8 @@ def _expected_inversion(photo: Path, generator: Path, face_model: Path) -> Simpl
 def addon(tmp_path_factory: pytest.TempPathFactory):
     models = tmp_path_factory.mktemp("models")
     face_model = worker_python.write_face_model(models / "BFM_model_front.mat", seed=3)
-    generator = worker_python.write_tiny_models(models)["stylegan2"]
+    tiny = worker_python.write_tiny_models(models)
+    generator = tiny["stylegan2"]
     photo = tmp_path_factory.mktemp("photos") / "astronaut.png"
     worker_python.run(  # scikit-image's astronaut portrait (the worker's Python has it)
         "from PIL import Image\nfrom skimage import data\n"
@@ -58,6 +59,7 @@ def addon(tmp_path_factory: pytest.TempPathFactory):
         prefs = preferences()
         worker_python.configure(prefs)
         prefs.stylegan2_generator_path = str(generator)
+        prefs.dfg_generator_path = str(tiny["dfg"])
         prefs.face_model_path = str(face_model)
         prefs.models_dir = str(models)
         prefs.device = "CPU"
@@ -166,3 +168,28 @@ def test_an_image_in_the_blend_can_be_the_photo(addon) -> None:
     assert set(os.listdir(bpy.app.tempdir)) == temporary  # its copy for the worker is gone
     with pytest.raises(RuntimeError, match="No image 'missing' in this file"):
         bpy.ops.nfr.face_rig_from_photo(image_name="missing")
+
+
+def test_a_discofacegan_rig_from_photo_keeps_its_noise_and_edits_its_coefficients(
+    addon
+) -> None:
+    bpy.ops.wm.read_homefile(use_empty=True)
+    photo_import = addon.photo_import
+    run = photo_import.PhotoRun(photo_import.photo_job(
+        addon.prefs, str(addon.photo), "discofacegan", target="photo:dfg", steps=STEPS))
+    result = run.wait()
+    assert result.latent_space == "z" and result.noise.size
+    assert bpy.ops.nfr.face_rig_from_photo(filepath=str(addon.photo), backend="discofacegan",
+                                           steps=STEPS) == {"FINISHED"}
+    card = bpy.context.object
+    assert card.face_rig.backend == "discofacegan"
+    assert card.face_rig.psi == pytest.approx(result.psi)
+    state = addon.rig_props.rig_state(card)
+    # The base face is the photo's z: its coefficients from the sliders, its noise stored.
+    assert state.latent_space == "z"
+    np.testing.assert_allclose(state.latent, result.latent, atol=1e-4)
+    noise = slice(state.latent.size - result.noise.size, None)
+    card.face_rig.expression.c000 += 0.5
+    edited = addon.rig_props.rig_state(card)
+    assert not np.allclose(edited.latent, state.latent)  # the slider edits the face
+    np.testing.assert_array_equal(edited.latent[noise], state.latent[noise])

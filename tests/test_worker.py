@@ -704,3 +704,27 @@ def test_photo_job_errors_are_one_line_and_name_the_problem(
     with pytest.raises(wp.ProtocolError, match="job.backend: expected one of"):
         wp.photo_job_from_json(dict(wp.photo_job_to_json(_photo_job(model, photo_files)),
                                     backend="vq"))
+
+
+def test_a_discofacegan_photo_job_returns_its_input_z_as_coefficients_and_noise(
+    photo_files: dict[str, Path], tmp_path: Path
+) -> None:
+    from fixtures.tiny_models import TINY_DFG, write_discofacegan
+    from neural_face_rig.rig.params import RigParams
+
+    generator = write_discofacegan(tmp_path)
+    client = WorkerClient()
+    try:
+        _, final = _until_done(_send_photo(client, _photo_job(
+            generator, photo_files, backend="auto", steps=2))[1])
+    finally:
+        client.stop()
+    assert final.kind == wp.PHOTO_RESULT, final.message
+    result = wp.photo_result_from_json(final.data)
+    assert result.backend == "discofacegan" and result.latent_space == "z"
+    assert result.latent.shape == (TINY_DFG.z_dim,)
+    coefficients = RigParams.from_vector(result.rig).to_dfg_vector()
+    # z = [the rig's coefficients, the optimised noise]: what the add-on rebuilds from the
+    # sliders and the stored noise.
+    np.testing.assert_array_equal(result.latent, np.concatenate([coefficients, result.noise]))
+    assert result.noise.size == TINY_DFG.z_dim - coefficients.size and result.noise.any()
