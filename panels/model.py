@@ -29,8 +29,6 @@ class NFR_PT_model(Panel):
             layout.label(text="The active object is not a face rig.", icon="INFO")
             if operator_available(ADD_RIG):
                 layout.operator(ADD_RIG, icon="USER")
-            if operator_available("nfr.face_rig_from_photo"):  # photo
-                layout.operator("nfr.face_rig_from_photo", icon="IMAGE_DATA")
             return
         face_rig = ob.face_rig
         col = layout.column()
