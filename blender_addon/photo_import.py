@@ -178,7 +178,13 @@ def photo_file_of_image(image: Image) -> tuple[str, bool]:
     path = bpy.path.abspath(image.filepath, library=image.library) if image.filepath else ""
     if path and os.path.isfile(path) and not image.packed_file:
         return os.path.normpath(path), False
-    copy = os.path.join(bpy.app.tempdir, f"nfr_photo_{os.getpid()}_{id(image):x}.png")
+    stem = os.path.join(bpy.app.tempdir, f"nfr_photo_{os.getpid()}_{id(image):x}")
+    if image.packed_file is not None:  # the file's own bytes: exact, whatever its format
+        suffix = os.path.splitext(image.filepath)[1].lower() or ".png"
+        with open(stem + suffix, "wb") as handle:
+            handle.write(image.packed_file.data)
+        return stem + suffix, True
+    copy = stem + ".png"  # generated or painted: its pixels as an 8-bit PNG
     pixels = np.empty(image.size[0] * image.size[1] * image.channels, np.float32)
     image.pixels.foreach_get(pixels)
     saved = bpy.data.images.new("nfr photo copy", image.size[0], image.size[1], alpha=True)

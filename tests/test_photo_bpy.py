@@ -166,6 +166,15 @@ def test_an_image_in_the_blend_can_be_the_photo(addon) -> None:
     np.testing.assert_allclose(addon.rig_props.rig_state(card).rig, addon.expected.rig,
                                atol=1e-4)
     assert set(os.listdir(bpy.app.tempdir)) == temporary  # its copy for the worker is gone
+    # A generated image (painted, or made by a script) goes to the worker as a PNG of its
+    # pixels: the same bytes, the same face.
+    painted = bpy.data.images.new("Painted", *image.size)
+    painted.pixels.foreach_set(pixels(image))
+    assert bpy.ops.nfr.face_rig_from_photo(image_name=painted.name, backend="stylegan2",
+                                           steps=STEPS) == {"FINISHED"}
+    np.testing.assert_allclose(addon.rig_props.rig_state(bpy.context.object).rig,
+                               addon.expected.rig, atol=1e-4)
+    assert set(os.listdir(bpy.app.tempdir)) == temporary
     with pytest.raises(RuntimeError, match="No image 'missing' in this file"):
         bpy.ops.nfr.face_rig_from_photo(image_name="missing")
 
