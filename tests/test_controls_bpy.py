@@ -1,6 +1,10 @@
 """Artist controls in real Blender (bpy): named controls, key light, grabbed head, shape keys,
 identity blend and expression presets feed the 257 values the live bridge sends; everything
-keyframes, saves, reopens and is read from evaluated values."""
+keyframes, saves, reopens and is read from evaluated values.
+
+No scipy or torch in this process: the face model's .mat and DiscoFaceGAN's TF VAE checkpoints
+are written in the worker's Python (fixtures.worker_python), so the file runs on every
+Blender version of the matrix."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 import pytest
+from fixtures import worker_python
 from mathutils import Matrix
 from neural_face_rig import controls_eval, head_control, portrait, registration, rig_props
 from neural_face_rig.contract import protocol
@@ -20,12 +25,11 @@ from neural_face_rig.rig.blender_mesh import to_blender_frame
 from neural_face_rig.rig.control_basis import derive_controls, expression_from_controls
 from neural_face_rig.rig.controls import CONTROLS
 from neural_face_rig.rig.expressions import preset
-from neural_face_rig.rig.face_model import load_face_model, write_face_model_mat
+from neural_face_rig.rig.face_model import load_face_model
 from neural_face_rig.rig.head_pose import MODEL_TO_BLENDER_AXES, rig_rotation_matrix
 from neural_face_rig.rig.key_light import KeyLight, key_light_to_sh
 from neural_face_rig.rig.params import GROUP_SLICES, RigParams
 from neural_face_rig.rig.sh_basis import sh_basis_np
-from neural_face_rig.rig.synthetic import make_synthetic_face_model
 
 addon_utils = importlib.import_module("addon_utils")
 MODULE = "neural_face_rig"
@@ -36,8 +40,7 @@ EXPRESSION, LIGHT, ROTATION = (GROUP_SLICES[g] for g in ("expression", "illumina
 @pytest.fixture(scope="module")
 def face_model_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "BFM_model_front.mat"
-    write_face_model_mat(make_synthetic_face_model("tiny", expressions="actions"), path)
-    return path
+    return worker_python.write_face_model(path, seed=0, expressions="actions")
 
 
 @pytest.fixture(scope="module")
@@ -367,7 +370,6 @@ def test_full_presets_keep_seed_truncation_sefa_and_named_controls(rig, tmp_path
 
 
 def test_new_identity_uses_discofacegans_vae_when_set(rig, tmp_path) -> None:
-    from fixtures import dfg_formats
     from neural_face_rig.rig.dfg_vae import DFGVae
     from neural_face_rig.rig.params import GROUP_SLICES as SLICES
 
@@ -375,7 +377,7 @@ def test_new_identity_uses_discofacegans_vae_when_set(rig, tmp_path) -> None:
     prefs.dfg_vae_dir = ""
     rig.face_rig.expression.c002 = 1.25
     assert bpy.ops.nfr.new_identity(seed=9) == {"FINISHED"}  # the prior
-    folder = dfg_formats.write_vae_weights(tmp_path / "vae")
+    folder = worker_python.write_vae_weights(tmp_path / "vae")
     prefs.dfg_vae_dir = str(folder)
     assert bpy.ops.nfr.new_identity(seed=9) == {"FINISHED"}
     expected = DFGVae.load(folder).sample(np.random.default_rng(9), factors=("id",))

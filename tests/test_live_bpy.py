@@ -5,10 +5,15 @@ killed worker, and the bake to an image sequence.
 
 Timers never run in the bpy module, so the tests call ``live.poll_once`` themselves; the bpy
 module is background mode, so frame changes render synchronously (the farm path).
+
+No torch in this process: the tiny models, the face model, the RigNet and every reference
+image come from the worker's Python (fixtures.worker_python), rendered there by the engine's
+own backends, so the file runs on every Blender version of the matrix.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -19,8 +24,9 @@ from types import SimpleNamespace
 import bpy
 import numpy as np
 import pytest
-import torch
 from bpy_extras.object_utils import world_to_camera_view
+from fixtures import worker_python
+from fixtures.bpy_exit import SCRIPT_END
 from fixtures.live_addon import (
     MODULE,
     TINY_STYLEGAN2,
@@ -29,50 +35,37 @@ from fixtures.live_addon import (
     pixels,
     poll_until,
     preferences,
-    write_discofacegan,
-    write_stylegan2,
 )
-from neural_face_rig.contract.files import stylerig_filename
 from neural_face_rig.contract.state import RigState
 from neural_face_rig.live import FAILED_FRAME_EXIT_CODE
-from neural_face_rig.neural.backends import StyleGAN2Backend
-from neural_face_rig.neural.backends.discofacegan import DiscoFaceGANBackend
-from neural_face_rig.neural.backends.stylerig import StyleRigBackend
-from neural_face_rig.neural.checkpoints import load_generator
-from neural_face_rig.neural.discofacegan.adapter import load_average_w_id
-from neural_face_rig.neural.discofacegan.tf_reader import load_dfg_generator
-from neural_face_rig.neural.images import to_blender_rgba, to_srgb_uint
 from neural_face_rig.rig.camera import CAMERA_256
-from neural_face_rig.rig.face_model import write_face_model_mat
-from neural_face_rig.rig.geometry import TorchFaceModel, evaluate_rig
 from neural_face_rig.rig.params import RigParams
-from neural_face_rig.rig.synthetic import make_synthetic_face_model
 from PIL import Image
 
 
 @pytest.fixture(scope="module")
 def addon(tmp_path_factory: pytest.TempPathFactory):
     models = tmp_path_factory.mktemp("models")
-    face_model = make_synthetic_face_model("tiny", seed=3)
-    face_model_path = models / "BFM_model_front.mat"
-    write_face_model_mat(face_model, face_model_path)
+    face_model = worker_python.write_face_model(models / "BFM_model_front.mat", seed=3)
+    paths = SimpleNamespace(**worker_python.write_tiny_models(models))
     with installed_extension(tmp_path_factory.mktemp("dist")) as module:
         prefs = preferences()
-        paths = SimpleNamespace(stylegan2=write_stylegan2(models),
-                                dfg=write_discofacegan(models))
+        worker_python.configure(prefs)
         prefs.stylegan2_generator_path = str(paths.stylegan2)
         prefs.dfg_generator_path = str(paths.dfg)
-        prefs.face_model_path = str(face_model_path)
+        prefs.face_model_path = str(face_model)
         prefs.device = "CPU"
         yield SimpleNamespace(live=module("live"), rig_props=module("rig_props"),
                               face_model=face_model, paths=paths,
-                              stylerig=train_stylerig(paths.stylegan2, models / "trained"))
+                              stylerig=train_stylerig(paths.stylegan2, models / "trained"),
+                              renders=tmp_path_factory.mktemp("references"))
 
 
 def train_stylerig(generator: Path, out: Path) -> Path:
-    """`nfr train dfr` then `nfr train rignet` at tiny scale for ``generator``: the folder
-    the trainer wrote its stylerig-<sha16>.safetensors + .json into, names untouched."""
-    nfr = Path(sys.executable).with_name("nfr")
+    """`nfr train dfr` then `nfr train rignet` at tiny scale for ``generator`` (the worker's
+    Python's ``nfr``): the folder the trainer wrote its stylerig-<sha16>.safetensors + .json
+    into, names untouched."""
+    nfr = Path(worker_python.WORKER_PYTHON).with_name("nfr")
     common = ["--weights", str(generator), "--steps", "4", "--batch", "4", "--device", "cpu",
               "--no-amp", "--cache-images", "--no-progress", "--threads", "1"]
     for command in (
@@ -98,24 +91,25 @@ def add_rig(addon, backend: str = "stylegan2") -> bpy.types.Object:
     return card
 
 
-def direct_pixels(addon, card, *, depsgraph=None, final: bool = False) -> np.ndarray:
-    """What the engine renders for the rig's state, in this process, as Blender pixels."""
-    return to_blender_rgba(direct_render(addon, card, depsgraph=depsgraph, final=final))
+_REFERENCES = itertools.count()
 
 
-def direct_render(addon, card, *, depsgraph=None, final: bool = False) -> torch.Tensor:
+def engine_pixels(addon, state, *, stylegan2: Path | None = None,
+                  srgb_bits: int | None = None) -> np.ndarray:
+    """What the engine's own backend (``state.backend``) renders for ``state``, outside
+    Blender and the worker (in the worker's Python): Blender pixels, or sRGB codes
+    [H, W, 3] with ``srgb_bits``."""
+    files = {"stylegan2": stylegan2 or addon.paths.stylegan2, "dfg": addon.paths.dfg,
+             "stylerig": addon.stylerig}
+    out = addon.renders / f"reference_{next(_REFERENCES)}.npy"
+    return worker_python.engine_render(state, files, out, srgb_bits)
+
+
+def direct_pixels(addon, card, *, depsgraph=None, final: bool = False,
+                  srgb_bits: int | None = None) -> np.ndarray:
+    """What the engine renders for the rig's state, as Blender pixels (or sRGB codes)."""
     state = addon.rig_props.rig_state(card, depsgraph=depsgraph, final=final)
-    if state.backend == "stylegan2":
-        backend = StyleGAN2Backend.from_loaded(load_generator(addon.paths.stylegan2))
-    elif state.backend == "stylerig":
-        loaded = load_generator(addon.paths.stylegan2)
-        backend = StyleRigBackend.from_loaded(
-            loaded, stylerig_file=addon.stylerig / stylerig_filename(loaded.sha256))
-    else:
-        loaded = load_dfg_generator(addon.paths.dfg)
-        average = load_average_w_id(addon.paths.dfg.with_name("average_w_id.txt"), loaded.config)
-        backend = DiscoFaceGANBackend.from_dfg(loaded, average)
-    return backend.render(state)
+    return engine_pixels(addon, state, srgb_bits=srgb_bits)
 
 
 def face(card) -> bpy.types.Image:
@@ -162,9 +156,7 @@ def test_head_projects_where_the_generator_camera_puts_the_face(addon) -> None:
                      for v in mesh.vertices])[:, :2]
     head.to_mesh_clear()
 
-    rig = torch.from_numpy(params.to_vector())[None]
-    screen = evaluate_rig(TorchFaceModel.from_face_model(addon.face_model), rig, CAMERA_256)
-    expected = screen.screen[0, :, :2].numpy() / CAMERA_256.size
+    expected = worker_python.project_head(addon.face_model, params.to_vector())
     assert np.abs(seen - expected).max() < 1e-4
 
 
@@ -246,12 +238,12 @@ def test_switching_models_keeps_the_worker(addon, tmp_path: Path) -> None:
     live = addon.live
     card = add_rig(addon)
     first_face, pid = pixels(face(card)), live._client.pid
-    other = write_stylegan2(tmp_path, seed=8)
+    other = worker_python.write_stylegan2(tmp_path, seed=8)
     card.face_rig.model_path = str(other)
     poll_until(live, lambda: not live._requests and live._shown.get(face(card).name))
     assert live._client.pid == pid
     state = addon.rig_props.rig_state(card)
-    expected = to_blender_rgba(StyleGAN2Backend.from_loaded(load_generator(other)).render(state))
+    expected = engine_pixels(addon, state, stylegan2=other)
     assert np.array_equal(pixels(face(card)), expected)
     assert not np.array_equal(expected, first_face)
 
@@ -290,7 +282,7 @@ def test_bake_writes_a_sequence_that_the_card_shows_without_a_worker(
     depsgraph = bpy.context.evaluated_depsgraph_get()
     with Image.open(files[1]) as png:
         baked = np.asarray(png.convert("RGB"))  # PIL reads 16-bit RGB as 8 bits
-    expected = to_srgb_uint(direct_render(addon, card, depsgraph=depsgraph, final=True), 8)
+    expected = direct_pixels(addon, card, depsgraph=depsgraph, final=True, srgb_bits=8)
     assert np.abs(baked.astype(int) - expected).max() <= 1
     node = card.active_material.node_tree.nodes["NFR Face"]
     assert node.image.source == "SEQUENCE" and live.is_baked(card)
@@ -401,7 +393,7 @@ bpy.ops.render.render(write_still=True)
 values = np.empty(64, np.float32)
 image.pixels.foreach_get(values)
 print("RENDERED", np.unique(values.reshape(-1, 4), axis=0).tolist())
-"""
+""" + SCRIPT_END
 
 
 @pytest.mark.parametrize("mode", ["fail", "placeholder"])
@@ -441,10 +433,9 @@ def test_a_stylerig_face_starts_at_its_estimate_and_edits_from_there(addon) -> N
         assert not np.array_equal(estimate.expression, np.zeros(64, np.float32))
         base = pixels(face(card))
         assert np.array_equal(base, direct_pixels(addon, card))
-        loaded = load_generator(addon.paths.stylegan2)
-        unedited = StyleGAN2Backend.from_loaded(loaded).render(
-            RigState(seed=card.face_rig.seed, psi=card.face_rig.psi))
-        assert np.array_equal(base, to_blender_rgba(unedited))  # no edit asked: the base face
+        unedited = engine_pixels(addon, RigState(backend="stylegan2", seed=card.face_rig.seed,
+                                                 psi=card.face_rig.psi))
+        assert np.array_equal(base, unedited)  # no edit asked: the base face
 
         card.face_rig.expression.c000 = float(estimate.expression[0]) + 2.0
         poll_until(live, lambda: not live._requests and live._shown.get(face(card).name))
