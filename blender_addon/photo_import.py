@@ -354,3 +354,80 @@ def _reference_card(card: Object, photo: str, image: Image | None) -> Object:
     reference.location = ((1.0 + REFERENCE_GAP) * layout.card_size, 0.0, 0.0)
     reference["nfr_photo_reference"] = True
     return reference
+
+
+# ------------------------------------------------------------------ the operator's work
+
+
+class PhotoImport:
+    """One Face Rig from Photo: the photo's file (a temporary copy for an image of the .blend
+    without one), its job running in the worker, and the rig made from its result. The modal
+    operator calls ``step`` on its timer and ``cancel`` on Esc; background mode calls
+    ``finish``. Nothing is added to the .blend before the result is there, and the temporary
+    copy is removed however it ends."""
+
+    def __init__(self, context: Context, *, filepath: str = "", image_name: str = "",
+                 backend: str = "AUTO", face_index: int = 0, steps: int = 0,
+                 encoder: str = "", rnet: str = "", target: str = "photo") -> None:
+        from .preferences import addon_preferences
+
+        self.image: Image | None = None
+        self.temporary = ""
+        self.card: Object | None = None
+        if image_name:
+            image = bpy.data.images.get(image_name)
+            if image is None:
+                raise PhotoImportError(f"No image {image_name!r} in this file")
+            photo, temporary = photo_file_of_image(image)
+            self.image, self.temporary = image, photo if temporary else ""
+            self.label = image.name
+        else:
+            photo = os.path.normpath(bpy.path.abspath(filepath)) if filepath else ""
+            if not os.path.isfile(photo):
+                raise PhotoImportError(f"Photo not found: {photo or '(no file chosen)'}")
+            self.label = os.path.basename(photo)
+        self.photo = photo
+        try:
+            prefs = addon_preferences(context)
+            job = photo_job(prefs, photo, choose_backend(prefs, backend), target=target,
+                            face_index=face_index, steps=steps, encoder=encoder, rnet=rnet)
+            self.run = PhotoRun(job)
+        except BaseException:
+            self._remove_temporary()
+            raise
+
+    def step(self, context: Context) -> str:
+        """Poll the job: "running", "done" (the rig is made: ``card``) or "failed" (raises
+        nothing: ``error`` says why; a cancel is "failed" with an empty error)."""
+        if not self.run.poll():
+            return "running"
+        self._remove_temporary()
+        if self.run.result is None:
+            return "failed"
+        self.card = create_photo_rig(context, self.run.result, self.photo, self.image)
+        return "done"
+
+    @property
+    def error(self) -> str:
+        return self.run.error
+
+    def finish(self, context: Context, progress: Any = None) -> Object:
+        """Wait for the result (background mode) and make the rig."""
+        try:
+            result = self.run.wait(progress=progress)
+        finally:
+            self._remove_temporary()
+        self.card = create_photo_rig(context, result, self.photo, self.image)
+        return self.card
+
+    def cancel(self) -> None:
+        self.run.cancel()
+        self._remove_temporary()
+
+    def _remove_temporary(self) -> None:
+        if self.temporary:
+            try:
+                os.remove(self.temporary)
+            except OSError:
+                pass
+            self.temporary = ""

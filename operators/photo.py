@@ -10,7 +10,6 @@ the result in ``execute``.
 from __future__ import annotations
 
 import itertools
-import os
 import traceback
 
 import bpy
@@ -18,7 +17,6 @@ from bpy.props import EnumProperty, IntProperty, StringProperty
 from bpy.types import Context, Event, Operator
 
 from .. import photo_import
-from ..preferences import addon_preferences
 from ..properties import BACKEND_ITEMS
 
 _targets = itertools.count(1)
@@ -67,34 +65,15 @@ class NFR_OT_face_rig_from_photo(Operator):
         context.window_manager.fileselect_add(self)
         return {"RUNNING_MODAL"}
 
-    # ------------------------------------------------------------------ start
-
-    def _start(self, context: Context) -> None:
-        self._temporary = ""
-        self._image = None
-        if self.image_name:
-            image = bpy.data.images.get(self.image_name)
-            if image is None:
-                raise photo_import.PhotoImportError(f"No image {self.image_name!r} in this file")
-            photo, temporary = photo_import.photo_file_of_image(image)
-            self._image = image
-            self._temporary = photo if temporary else ""
-        else:
-            photo = os.path.normpath(bpy.path.abspath(self.filepath))
-            if not os.path.isfile(photo):
-                raise photo_import.PhotoImportError(f"Photo not found: {photo}")
-        self._photo = photo
-        self._label = self._image.name if self._image is not None else os.path.basename(photo)
-        prefs = addon_preferences(context)
-        backend = photo_import.choose_backend(prefs, self.backend)
-        job = photo_import.photo_job(
-            prefs, photo, backend, target=f"photo:{next(_targets)}", face_index=self.face_index,
-            steps=self.steps, encoder=self.encoder_path, rnet=self.rnet_path)
-        self._run = photo_import.PhotoRun(job)
+    # ------------------------------------------------------------------ run
 
     def execute(self, context: Context) -> set[str]:
         try:
-            self._start(context)
+            self._import = photo_import.PhotoImport(
+                context, filepath=self.filepath, image_name=self.image_name,
+                backend=self.backend, face_index=self.face_index, steps=self.steps,
+                encoder=self.encoder_path, rnet=self.rnet_path,
+                target=f"photo:{next(_targets)}")
         except photo_import.PhotoImportError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -116,47 +95,7 @@ class NFR_OT_face_rig_from_photo(Operator):
                 print(line, flush=True)
 
         try:
-            result = self._run.wait(progress=report)
-        except photo_import.PhotoImportError as exc:
-            self._cleanup(context)
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        return self._create(context, result)
-
-    # ------------------------------------------------------------------ modal
-
-    def modal(self, context: Context, event: Event) -> set[str]:
-        if event.type == "ESC":
-            self._run.cancel()
-            self._cleanup(context)
-            self.report({"INFO"}, "Face Rig from Photo cancelled")
-            return {"CANCELLED"}
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        if not self._run.poll():
-            context.window_manager.progress_update(int(100 * self._run.fraction))
-            context.workspace.status_text_set(
-                f"Face Rig from Photo: {self._run.stage} ({100 * self._run.fraction:.0f}%) "
-                "- Esc to cancel")
-            return {"RUNNING_MODAL"}
-        result = self._run.result
-        if result is None:
-            self._cleanup(context)
-            if self._run.error:
-                self.report({"ERROR"}, self._run.error)
-            return {"CANCELLED"}
-        return self._create(context, result)
-
-    def cancel(self, context: Context) -> None:  # Blender ends the modal (file closed, ...)
-        self._run.cancel()
-        self._cleanup(context)
-
-    # ------------------------------------------------------------------ end
-
-    def _create(self, context: Context, result) -> set[str]:
-        self._cleanup(context)
-        try:
-            card = photo_import.create_photo_rig(context, result, self._photo, self._image)
+            self._import.finish(context, report)
         except photo_import.PhotoImportError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -164,13 +103,51 @@ class NFR_OT_face_rig_from_photo(Operator):
             traceback.print_exc()
             self.report({"ERROR"}, f"Face Rig from Photo failed: {type(exc).__name__}: {exc}")
             return {"CANCELLED"}
-        faces = f" (face {self.face_index} of {result.faces_found})" if result.faces_found > 1 \
-            else ""
-        self.report({"INFO"}, f"Added {card.name} from {self._label}{faces}: "
+        return self._finished()
+
+    def modal(self, context: Context, event: Event) -> set[str]:
+        if event.type == "ESC":
+            self.cancel(context)
+            self.report({"INFO"}, "Face Rig from Photo cancelled")
+            return {"CANCELLED"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        run = self._import.run
+        try:
+            state = self._import.step(context)
+        except Exception as exc:  # making the rig failed: report it, end the modal
+            self._end(context)
+            if not isinstance(exc, photo_import.PhotoImportError):
+                traceback.print_exc()
+            self.report({"ERROR"}, f"Face Rig from Photo failed: {exc}")
+            return {"CANCELLED"}
+        if state == "running":
+            context.window_manager.progress_update(int(100 * run.fraction))
+            context.workspace.status_text_set(
+                f"Face Rig from Photo: {run.stage} ({100 * run.fraction:.0f}%) - Esc to cancel")
+            return {"RUNNING_MODAL"}
+        self._end(context)
+        if state == "failed":
+            if self._import.error:
+                self.report({"ERROR"}, self._import.error)
+            return {"CANCELLED"}
+        return self._finished()
+
+    def cancel(self, context: Context) -> None:  # Esc, or Blender ends the modal
+        self._import.cancel()
+        self._end(context)
+
+    def _finished(self) -> set[str]:
+        result = self._import.run.result
+        card = self._import.card
+        assert result is not None and card is not None
+        faces = (f" (face {self.face_index} of {result.faces_found})"
+                 if result.faces_found > 1 else "")
+        self.report({"INFO"}, f"Added {card.name} from {self._import.label}{faces}: "
                     f"{result.backend}, rig values from {result.rig_source}")
         return {"FINISHED"}
 
-    def _cleanup(self, context: Context) -> None:
+    def _end(self, context: Context) -> None:
         timer = getattr(self, "_timer", None)
         if timer is not None:
             context.window_manager.event_timer_remove(timer)
@@ -178,12 +155,6 @@ class NFR_OT_face_rig_from_photo(Operator):
             if context.workspace is not None:
                 context.workspace.status_text_set(None)
             self._timer = None
-        if getattr(self, "_temporary", ""):
-            try:
-                os.remove(self._temporary)
-            except OSError:
-                pass
-            self._temporary = ""
 
 
 CLASSES = (NFR_OT_face_rig_from_photo,)

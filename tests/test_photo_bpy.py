@@ -202,3 +202,33 @@ def test_a_discofacegan_rig_from_photo_keeps_its_noise_and_edits_its_coefficient
     edited = addon.rig_props.rig_state(card)
     assert not np.allclose(edited.latent, state.latent)  # the slider edits the face
     np.testing.assert_array_equal(edited.latent[noise], state.latent[noise])
+
+
+def test_the_modal_steps_make_the_rig_and_esc_leaves_nothing_behind(addon) -> None:
+    """What the modal operator does on its timer (``step``) and on Esc (``cancel``), with an
+    image of the .blend whose worker copy is a temporary file."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+    image = bpy.data.images.load(str(addon.photo))
+    image.pack()
+    before, temporary = _contents(), set(os.listdir(bpy.app.tempdir))
+    photo_import = addon.photo_import
+    cancelled = photo_import.PhotoImport(bpy.context, image_name=image.name,
+                                         backend="stylegan2", steps=50_000, target="photo:esc")
+    assert set(os.listdir(bpy.app.tempdir)) != temporary  # the copy the worker reads
+    poll_until(addon.live, lambda: cancelled.step(bpy.context) != "running"
+               or cancelled.run.stage == "refine")
+    cancelled.cancel()
+    assert cancelled.step(bpy.context) == "failed" and cancelled.error == ""
+    assert _contents() == before and set(os.listdir(bpy.app.tempdir)) == temporary
+
+    done = photo_import.PhotoImport(bpy.context, image_name=image.name, backend="stylegan2",
+                                    steps=STEPS, target="photo:modal")
+    states = []
+    poll_until(addon.live, lambda: states.append(done.step(bpy.context)) or states[-1] != "running")
+    assert states[-1] == "done" and "running" in states
+    assert done.card is not None and bpy.context.object == done.card
+    np.testing.assert_allclose(addon.rig_props.rig_state(done.card).rig, addon.expected.rig,
+                               atol=1e-4)
+    assert set(os.listdir(bpy.app.tempdir)) == temporary
+    with pytest.raises(photo_import.PhotoImportError, match="Photo not found"):
+        photo_import.PhotoImport(bpy.context, filepath="//missing.png")
