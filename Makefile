@@ -17,10 +17,11 @@ PYTHON313 ?= $(shell for p in python3.13 $(wildcard $(HOME)/.pyenv/versions/3.13
 BLENDER_PYTHON_4.2 := $(PYTHON)
 BLENDER_PYTHON_4.5 := $(PYTHON)
 BLENDER_PYTHON_5.3 := $(PYTHON313)
-# test_live_bpy.py and test_controls_bpy.py build their references with torch or scipy in the
-# test process itself; they run on the main venv's Blender only.
-BPY_TESTS := $(filter-out tests/test_live_bpy.py tests/test_controls_bpy.py,\
-	$(sort $(wildcard tests/test_*_bpy.py))) tests/test_extension_install.py tests/test_build_addon.py
+# Every Blender-side file runs on every version: whatever a test needs from torch or scipy
+# (tiny models, face-model .mat files, reference images) runs in the worker's Python
+# (tests/fixtures/worker_python.py).
+BPY_TESTS := $(sort $(wildcard tests/test_*_bpy.py)) tests/test_extension_install.py \
+	tests/test_build_addon.py
 
 .PHONY: demo test lint typecheck unit blender-matrix bench addon clean
 
