@@ -334,9 +334,44 @@ def create_photo_rig(context: Context, result: wp.PhotoResult, photo: str,
         pass
     if control_basis(card) is not None:  # the expression as named controls (exact remainder)
         bpy.ops.nfr.controls_from_expression()
+    _photo_key_light(card)
     _reference_card(card, photo, photo_image)
     live.request_update(card)
     return card
+
+
+def _photo_key_light(card: Object) -> None:
+    """The photo's light as the rig's key light (the inverse fit), the raw SH keeping what the
+    key light does not express: the face's total light stays the photo's."""
+    from .controls_eval import _lit, key_light
+    from .properties import HARD_LIMITS, coefficient_key, deferred_rig_changes
+    from .rig.key_light import key_light_to_sh, sh_to_key_light
+
+    controls = getattr(card, "face_controls", None)
+    if controls is None:
+        return
+    illumination = card.face_rig.illumination
+    raw = np.array([getattr(illumination, coefficient_key(i)) for i in range(27)], np.float64)
+    light = sh_to_key_light(raw)
+    props = controls.key_light
+    names = ("azimuth", "elevation", "intensity", "colour", "ambient")
+    old = {name: getattr(props, name) for name in names}
+    old = {name: tuple(v) if hasattr(v, "__len__") else v for name, v in old.items()}
+    with deferred_rig_changes():
+        props.follow = None
+        props.azimuth, props.elevation = light.azimuth, light.elevation
+        props.intensity = min(light.intensity, 10.0)
+        props.colour = light.colour
+        props.ambient = tuple(max(0.0, v) for v in light.ambient)
+        # From the values Blender stored (clamped, float32): what the renders will add.
+        added = key_light_to_sh(key_light(controls, None, card)) if _lit(controls) else 0.0
+        residual = raw - np.asarray(added, np.float64)
+        if (np.abs(residual) > np.asarray(HARD_LIMITS["illumination"])).any():
+            for name, value in old.items():  # the raw SH alone, as the photo gave it
+                setattr(props, name, value)
+            return
+        for i, value in enumerate(residual.tolist()):
+            setattr(illumination, coefficient_key(i), value)
 
 
 def _reference_card(card: Object, photo: str, image: Image | None) -> Object:

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 from fixtures import worker_python
 from fixtures.live_addon import installed_extension, pixels, poll_until, preferences
+from neural_face_rig.rig.key_light import KeyLight, key_light_to_sh, sh_to_key_light
+from neural_face_rig.rig.params import RigParams
 
 STEPS = 2
 
@@ -115,6 +117,11 @@ def test_face_rig_from_photo_starts_at_the_photo_and_reopens_without_inverting(
     # The sliders (named controls + the raw remainder) start at the photo's values.
     np.testing.assert_allclose(state.rig, expected.rig, atol=1e-4)
     assert any(getattr(card.face_controls.named, n) != 0.0 for n in expected.controls)
+    # ... the light as the key light's inverse fit (the raw SH keeps the rest: the total
+    # above is the photo's).
+    light = sh_to_key_light(RigParams.from_vector(expected.rig).illumination)
+    assert card.face_controls.key_light.azimuth == pytest.approx(light.azimuth, abs=1e-3)
+    assert card.face_controls.key_light.elevation == pytest.approx(light.elevation, abs=1e-3)
     # The base face is the inverted W+ (the worker's refinement of the same photo).
     assert state.latent_space == "w+" and state.latent.shape == expected.w_plus.shape
     np.testing.assert_allclose(state.latent, expected.w_plus, atol=1e-4)
@@ -232,3 +239,21 @@ def test_the_modal_steps_make_the_rig_and_esc_leaves_nothing_behind(addon) -> No
     assert set(os.listdir(bpy.app.tempdir)) == temporary
     with pytest.raises(photo_import.PhotoImportError, match="Photo not found"):
         photo_import.PhotoImport(bpy.context, filepath="//missing.png")
+
+
+def test_the_photos_light_becomes_the_key_light_and_the_total_stays(addon) -> None:
+    bpy.ops.wm.read_homefile(use_empty=True)
+    assert bpy.ops.nfr.add_rig(backend="discofacegan") == {"FINISHED"}
+    card = bpy.context.object
+    photo_sh = key_light_to_sh(KeyLight(30.0, 20.0, 1.5, (1.0, 0.9, 0.8), (0.5, 0.5, 0.6)))
+    params = addon.rig_props.read_rig_params(card)
+    params.illumination[:] = photo_sh
+    addon.rig_props.set_rig_params(card, params)
+    addon.photo_import._photo_key_light(card)
+    light = card.face_controls.key_light
+    assert light.azimuth == pytest.approx(30.0, abs=0.5)
+    assert light.elevation == pytest.approx(20.0, abs=0.5)
+    assert light.intensity == pytest.approx(1.5, rel=0.05)
+    state = addon.rig_props.rig_state(card)
+    np.testing.assert_allclose(RigParams.from_vector(state.rig).illumination, photo_sh,
+                               atol=1e-5)
