@@ -11,6 +11,7 @@ from ..properties import is_face_rig
 from .services import operator_available
 
 ADD_RIG = "nfr.add_rig"
+FROM_PHOTO = "nfr.face_rig_from_photo"
 
 
 class NFR_PT_model(Panel):
@@ -27,8 +28,9 @@ class NFR_PT_model(Panel):
         ob = context.object
         if not is_face_rig(ob):
             layout.label(text="The active object is not a face rig.", icon="INFO")
-            if operator_available(ADD_RIG):
-                layout.operator(ADD_RIG, icon="USER")
+            for idname, icon in ((ADD_RIG, "USER"), (FROM_PHOTO, "IMAGE_DATA")):
+                if operator_available(idname):
+                    layout.operator(idname, icon=icon)
             return
         face_rig = ob.face_rig
         col = layout.column()

@@ -587,11 +587,13 @@ def test_model_panel_without_and_with_a_face_rig(rig) -> None:
     bpy.context.view_layer.objects.active = plain
     log = _draw(model.NFR_PT_model)
     assert log[0] == ("label", "The active object is not a face rig.")
-    assert [idname for idname, _ in _buttons(log)] == (
-        ["nfr.add_rig"] if services.operator_available("nfr.add_rig") else [])
-    with _stand_in_operators(["nfr.add_rig"]):
+    starters = ["nfr.add_rig", "nfr.face_rig_from_photo"]
+    assert [idname for idname, _ in _buttons(log)] == [
+        idname for idname in starters if services.operator_available(idname)]
+    with _stand_in_operators(starters):
         assert _draw(model.NFR_PT_model) == [
-            ("label", "The active object is not a face rig."), ("operator", "nfr.add_rig", {})]
+            ("label", "The active object is not a face rig."), ("operator", "nfr.add_rig", {}),
+            ("operator", "nfr.face_rig_from_photo", {})]
 
     bpy.context.view_layer.objects.active = rig
     rig.face_rig.model_path = "/models/ffhq.pkl"
