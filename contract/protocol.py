@@ -23,6 +23,10 @@ Parent -> worker (one JSON object per line on the worker's stdin, at most MAX_LI
   ``photo_result`` (:class:`PhotoResult`), ``cancelled`` or ``error``. ``cancel``:
   ``{"type": "cancel", "id": int, "target": name}`` cancels the target's photo job, queued
   or running (latest wins per target, like renders).
+- ``capture``: ``{"type": "capture", "id": int, "job": {...}}`` (see :class:`CaptureJob`):
+  a video or image sequence -> rig curves; ``progress`` lines (stages "landmarks", "fit"),
+  then one ``capture_result`` (the curves document), ``cancelled`` or ``error``. Photo and
+  capture jobs share one latest-wins key per target, so ``cancel`` stops either.
 
 Worker -> parent (one JSON object per line on the worker's protocol stream):
 
@@ -32,7 +36,8 @@ Worker -> parent (one JSON object per line on the worker's protocol stream):
   ``error`` (per request, a message naming what is wrong; id null when the line had none),
   ``directions``, ``estimate``, ``loaded``, ``pong``, ``slot_closed`` (the worker unlinked a
   slot the parent may have attached) and ``bye``.
-  Photo jobs add ``progress`` and ``photo_result``.
+  Photo jobs add ``progress`` and ``photo_result``; capture jobs ``progress`` and
+  ``capture_result``.
 
 Images: float32 RGBA, ``size * size * 4`` values, linear Rec.709 (the generator's sRGB
 output decoded), rows bottom-first: exactly what ``Image.pixels.foreach_set`` takes for a
@@ -71,6 +76,7 @@ LOAD = "load"
 PING = "ping"
 RELEASE = "release"
 PHOTO = "photo"
+CAPTURE = "capture"
 CANCEL = "cancel"
 QUIT = "quit"
 # Worker -> parent message types.
@@ -85,14 +91,15 @@ SLOT_CLOSED = "slot_closed"
 BYE = "bye"
 PROGRESS = "progress"
 PHOTO_RESULT = "photo_result"
+CAPTURE_RESULT = "capture_result"
 
 PARENT_MESSAGES = frozenset({RENDER, DIRECTIONS, ESTIMATE, LOAD, PING, RELEASE, QUIT, PHOTO,
-                             CANCEL})
+                             CAPTURE, CANCEL})
 JOB_MESSAGES = frozenset({RENDER, DIRECTIONS, ESTIMATE, LOAD})
 """Parent messages that carry a job and are served in order by the worker's main loop."""
 WORKER_MESSAGES = frozenset(
     {READY, IMAGE, WRITTEN, CANCELLED, ERROR, DIRECTIONS, ESTIMATE, LOADED, PONG, SLOT_CLOSED,
-     BYE, PROGRESS, PHOTO_RESULT}
+     BYE, PROGRESS, PHOTO_RESULT, CAPTURE_RESULT}
 )
 
 CHANNELS = 4  # RGBA
@@ -627,3 +634,99 @@ def photo_result_from_json(data: Any, where: str = "photo_result") -> PhotoResul
         controls=controls,
         key_light=_object(fields.get("key_light", {}), f"{where}.key_light"),
     )
+
+
+# ------------------------------------------------------------------ capture jobs
+
+CAPTURE_DETECTORS = ("dlib", "fan")
+CAPTURE_STAGES = ("landmarks", "fit")
+MAX_SMOOTHING = 1e6
+
+
+@dataclass(frozen=True)
+class CaptureJob:
+    """Capture a performance (``capture``): the worker runs ``neural.capture.pipeline`` on
+    ``video`` (a video file, a folder of numbered images or one image of a sequence) with the
+    face model ``face_model`` (BFM .mat) and answers ``progress`` lines (stages "landmarks"
+    and "fit"), then one ``capture_result`` carrying the curves document (the curves.json
+    dict), or ``cancelled`` / ``error``.
+
+    detector: "dlib" or "fan". smoothing: λ of the zero-lag smoother (0: off). every_frame:
+    one key per frame instead of keyframe reduction. gains: retarget gain per group
+    (mouth, eyes, brows, cheeks_nose, jaw, head, raw; checked by the pipeline).
+    frame_start: the scene frame of the clip's first frame; scene_fps: the scene's rate (0:
+    the clip's). target: the latest-wins key, shared with photo jobs (a newer job or a
+    ``cancel`` for the target cancels this one, between frame batches and fit iterations)."""
+
+    video: str
+    face_model: str
+    target: str = ""
+    detector: str = "dlib"
+    smoothing: float = 1.0
+    every_frame: bool = False
+    gains: dict[str, float] = field(default_factory=dict)
+    frame_start: int = 1
+    scene_fps: float = 0.0
+
+
+def capture_job_to_json(job: CaptureJob) -> dict[str, Any]:
+    data = {name: getattr(job, name) for name in CaptureJob.__dataclass_fields__}
+    data["gains"] = dict(sorted(job.gains.items()))
+    return data
+
+
+def capture_job_from_json(data: Any, where: str = "job") -> CaptureJob:
+    fields = _object(data, where)
+    unknown = sorted(set(fields) - set(CaptureJob.__dataclass_fields__))
+    if unknown:
+        raise ProtocolError(f"{where}: unknown capture job field(s) {', '.join(unknown)[:200]}")
+    every_frame = fields.get("every_frame", False)
+    if not isinstance(every_frame, bool):
+        raise ProtocolError(f"{where}.every_frame: expected true or false, found "
+                            f"{_short(every_frame)}")
+    # Group names and ranges are the pipeline's to check (neural.capture.retarget).
+    gains = {str(name)[:80]: _number(value, f"{where}.gains.{str(name)[:80]}")
+             for name, value in _object(fields.get("gains", {}), f"{where}.gains").items()}
+    job = CaptureJob(
+        video=_string(fields.get("video"), f"{where}.video"),
+        face_model=_string(fields.get("face_model"), f"{where}.face_model"),
+        target=_string(fields.get("target", ""), f"{where}.target"),
+        detector=_choice(fields.get("detector", "dlib"), CAPTURE_DETECTORS,
+                         f"{where}.detector"),
+        smoothing=_number(fields.get("smoothing", 1.0), f"{where}.smoothing"),
+        every_frame=every_frame, gains=gains,
+        frame_start=_int(fields.get("frame_start", 1), f"{where}.frame_start"),
+        scene_fps=_number(fields.get("scene_fps", 0.0), f"{where}.scene_fps"),
+    )
+    if not job.video:
+        raise ProtocolError(f"{where}.video: expected the path of a video or image sequence, "
+                            "found ''")
+    if not job.face_model:
+        raise ProtocolError(f"{where}.face_model: expected the path of a face model (BFM "
+                            ".mat), found ''")
+    if not 0.0 <= job.smoothing <= MAX_SMOOTHING:
+        raise ProtocolError(f"{where}.smoothing: expected 0..{MAX_SMOOTHING:g}, found "
+                            f"{job.smoothing:g}")
+    if job.scene_fps < 0.0:
+        raise ProtocolError(f"{where}.scene_fps: expected 0 (the clip's) or a positive rate, "
+                            f"found {job.scene_fps:g}")
+    if abs(job.frame_start) > 10**7:
+        raise ProtocolError(f"{where}.frame_start: expected a scene frame within ±10^7, "
+                            f"found {job.frame_start}")
+    return job
+
+
+def capture_message(request_id: int, job: CaptureJob) -> dict[str, Any]:
+    return {"type": CAPTURE, "id": request_id, "job": capture_job_to_json(job)}
+
+
+def capture_result_to_json(request_id: int, target: str,
+                           curves: dict[str, Any]) -> dict[str, Any]:
+    """``curves``: the curves document (rig/curves_file.py's ``to_dict``)."""
+    return {"type": CAPTURE_RESULT, "id": request_id, "target": target, "curves": curves}
+
+
+def capture_curves_of(message: Any, where: str = "capture_result") -> dict[str, Any]:
+    """The curves document a ``capture_result`` carries (an object; its schema is checked by
+    rig/curves_file.py's ``curves_from_dict`` on the reader's side)."""
+    return _object(_object(message, where).get("curves"), f"{where}.curves")

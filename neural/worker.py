@@ -308,7 +308,7 @@ class Worker:
                                "message": f"cannot handle this line: {type(exc).__name__}"})
 
     def _enqueue(self, ident: int, message: dict[str, Any]) -> None:
-        if message["type"] in (wp.PHOTO, wp.CANCEL):
+        if message["type"] in (wp.PHOTO, wp.CAPTURE, wp.CANCEL):
             self._enqueue_photo(ident, message)
             return
         job = wp.job_from_json(message.get("job"))
@@ -326,11 +326,13 @@ class Worker:
             self._send_cancelled(message)
 
     def _enqueue_photo(self, ident: int, message: dict[str, Any]) -> None:
-        """Photo jobs and their cancels share one latest-wins key per target: a newer photo
-        job or a ``cancel`` for the target cancels the one queued or running (between
-        inversion stages and steps)."""
-        if message["type"] == wp.PHOTO:
-            job = wp.photo_job_from_json(message.get("job"))
+        """Photo and capture jobs and their cancels share one latest-wins key per target: a
+        newer job or a ``cancel`` for the target cancels the one queued or running (between
+        inversion stages and steps, capture frame batches and fit iterations)."""
+        if message["type"] in (wp.PHOTO, wp.CAPTURE):
+            read = wp.photo_job_from_json if message["type"] == wp.PHOTO else \
+                wp.capture_job_from_json
+            job = read(message.get("job"))
             target = job.target
             message = dict(message, job=job)
         else:
@@ -405,6 +407,9 @@ class Worker:
         return {"id": ident, "type": kind, "seconds": round(time.monotonic() - since, 3)}
 
     def _serve_one(self, key: str, message: dict[str, Any]) -> None:
+        if message["type"] == wp.CAPTURE:
+            self._serve_capture(key, message)
+            return
         if message["type"] in (wp.PHOTO, wp.CANCEL):
             self._serve_photo(key, message)
             return
@@ -538,13 +543,51 @@ class Worker:
         finally:
             self._doing = None
 
-    def _send_photo_error(self, ident: int, job: wp.PhotoJob, text: str) -> None:
+    # -------------------------------------------------------------- capture jobs
+
+    def _serve_capture(self, key: str, message: dict[str, Any]) -> None:
+        """A capture job streams ``progress`` and ends in ``capture_result``, ``cancelled``
+        or one ``error`` line."""
+        ident = message["id"]
+        job: wp.CaptureJob = message["job"]
+        self._doing = (ident, wp.CAPTURE, time.monotonic())
+        from .capture import CaptureCancelled
+
+        def progress(stage: str, done: int, total: int) -> None:
+            self.channel.send({"type": wp.PROGRESS, "id": ident, "target": job.target,
+                               "stage": stage, "done": int(done), "total": int(total)})
+
+        def cancel() -> bool:
+            return self._superseded(key)
+
+        try:
+            curves = run_capture_job(job, progress, cancel)
+            reply = wp.capture_result_to_json(ident, job.target, curves)
+            size = len(wp.dumps(reply))
+            if size > wp.MAX_LINE_BYTES:
+                raise RequestError(
+                    f"{job.video}: the capture's curves are {size >> 20} MiB of JSON, more "
+                    f"than one protocol line carries ({wp.MAX_LINE_BYTES >> 20} MiB); turn "
+                    "off every-frame keys or capture a shorter range")
+            self.channel.send(reply)
+        except CaptureCancelled:
+            self._send_cancelled(message)
+        except (NeuralError, RigError, ContractError, OSError) as exc:
+            self._send_photo_error(ident, job, str(exc))
+        except Exception as exc:  # a bug must reach the user as a message, not kill the worker
+            traceback.print_exc(file=sys.stderr)
+            self._send_photo_error(ident, job, f"{type(exc).__name__}: {exc}"[:500])
+        finally:
+            self._doing = None
+
+    def _send_photo_error(self, ident: int, job: wp.PhotoJob | wp.CaptureJob,
+                          text: str) -> None:
         line = " ".join(redact(text).split())  # one line, whatever the exception held
         self.channel.send({"type": wp.ERROR, "id": ident, "target": job.target, "message": line})
 
     def _send_cancelled(self, message: dict[str, Any]) -> None:
         job = message.get("job")
-        target = (job.target if isinstance(job, (wp.RenderJob, wp.PhotoJob))
+        target = (job.target if isinstance(job, (wp.RenderJob, wp.PhotoJob, wp.CaptureJob))
                   else str(message.get("target") or ""))
         self.channel.send({"type": wp.CANCELLED, "id": message.get("id"), "target": target})
 
@@ -599,6 +642,41 @@ def run_photo_job(
         rig_source=str(face.meta.get("rig_source", "")),
         controls=extras["controls"], key_light=extras["key_light"],
     )
+
+
+def run_capture_job(
+    job: wp.CaptureJob,
+    progress: Callable[[str, int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
+    """Capture ``job.video`` (neural.capture.pipeline.capture_video) -> the curves document
+    (curves.json's dict). The face model must be a regular file; the video (a file, a folder
+    or one image of a sequence) is read by the pipeline's frame source, which names what it
+    found when it is not a clip."""
+    from ..rig.face_model import load_face_model
+    from .capture import CaptureCancelled, CaptureError
+    from .capture.pipeline import CaptureOptions, CurveOptions, capture_video
+    from .capture.retarget import check_gains
+
+    gains = check_gains(job.gains)  # refuse a bad gain before minutes of tracking
+    check_regular_file(job.face_model, "face model", CHECKPOINT_MAX_BYTES, RequestError)
+    if not os.path.exists(job.video):
+        raise RequestError(f"{job.video}: no video file, image or folder of images there")
+    model = load_face_model(job.face_model)
+    options = CaptureOptions(
+        detector=job.detector, scene_fps=job.scene_fps or None, frame_start=job.frame_start,
+        curves=CurveOptions(smoothing=job.smoothing, gains=gains,
+                            every_frame=job.every_frame),
+    )
+    try:
+        result = capture_video(job.video, model, options, progress=progress, cancel=cancel)
+    except CaptureCancelled:
+        raise
+    except CaptureError as exc:  # the message names the clip, whatever stage refused it
+        if os.path.basename(job.video) in str(exc):
+            raise
+        raise CaptureError(f"{job.video}: {exc}") from None
+    return result.curves.to_dict()
 
 
 def main(argv: list[str] | None = None) -> int:

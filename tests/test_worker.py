@@ -728,3 +728,126 @@ def test_a_discofacegan_photo_job_returns_its_input_z_as_coefficients_and_noise(
     # sliders and the stored noise.
     np.testing.assert_array_equal(result.latent, np.concatenate([coefficients, result.noise]))
     assert result.noise.size == TINY_DFG.z_dim - coefficients.size and result.noise.any()
+
+
+# ------------------------------------------------------------------ capture jobs
+
+CAPTURE_FRAMES = 8
+
+
+@pytest.fixture(scope="module")
+def capture_clip(photo_files: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The astronaut portrait turned by a known in-plane angle per frame, as an image
+    sequence (shot.0001.png ...): a real face moving, for the real detector and fit."""
+    import cv2
+    from skimage import data
+
+    folder = tmp_path_factory.mktemp("capture_clip")
+    photo = data.astronaut()
+    for i in range(CAPTURE_FRAMES):
+        matrix = cv2.getRotationMatrix2D((230.0, 150.0), 2.0 * i, 1.0)
+        frame = cv2.warpAffine(photo, matrix, (512, 512), flags=cv2.INTER_LINEAR)
+        cv2.imwrite(str(folder / f"shot.{i + 1:04d}.png"), frame[..., ::-1])
+    return folder
+
+
+def _capture_job(clip: Path, files: dict[str, Path], **fields) -> wp.CaptureJob:
+    job = {"video": str(clip / "shot.0001.png"), "face_model": str(files["face_model"]),
+           "target": "Capture", "frame_start": 101, "scene_fps": 24.0, **fields}
+    return wp.CaptureJob(**job)
+
+
+def _send_capture(client: WorkerClient, job: wp.CaptureJob) -> tuple[int, queue.Queue]:
+    waiter: queue.Queue = queue.Queue()
+    ident = client._submit(lambda i: wp.capture_message(i, job), waiter)
+    return ident, waiter
+
+
+def test_a_capture_job_reports_progress_and_returns_the_pipelines_curves(
+    capture_clip: Path, photo_files: dict[str, Path]
+) -> None:
+    from neural_face_rig.neural.capture.pipeline import (
+        CaptureOptions,
+        CurveOptions,
+        capture_video,
+    )
+    from neural_face_rig.rig.curves_file import curves_from_dict
+    from neural_face_rig.rig.face_model import load_face_model
+
+    job = _capture_job(capture_clip, photo_files, smoothing=2.0, every_frame=True,
+                       gains={"head": 1.5})
+    client = WorkerClient()
+    try:
+        ident, waiter = _send_capture(client, job)
+        progress, final = _until_done(waiter)
+    finally:
+        client.stop()
+    assert final.kind == wp.CAPTURE_RESULT, final.message
+    assert all(p["id"] == ident for p in progress)
+    stages = [p["stage"] for p in progress]
+    assert stages.index("fit") > stages.index("landmarks")  # landmarks first, then the fit
+    assert [p["done"] for p in progress if p["stage"] == "landmarks"][-1] == CAPTURE_FRAMES
+    curves = curves_from_dict(wp.capture_curves_of(final.data))
+    # Exactly what the pipeline gives in this process for the same options.
+    expected = capture_video(
+        job.video, load_face_model(job.face_model),
+        CaptureOptions(scene_fps=24.0, frame_start=101,
+                       curves=CurveOptions(smoothing=2.0, gains={"head": 1.5},
+                                           every_frame=True))).curves
+    assert sorted(curves.channels) == sorted(expected.channels)
+    for name, channel in expected.channels.items():
+        np.testing.assert_array_equal(curves.channels[name].frames, channel.frames)
+        np.testing.assert_allclose(curves.channels[name].values, channel.values, atol=1e-9)
+    roll = curves.channels["rotation.z"]
+    assert roll.frames.tolist() == list(range(101, 101 + CAPTURE_FRAMES))  # every frame
+    assert curves.source["smoothing"] == 2.0 and "head=1.5" in curves.source["gains"]
+
+
+def test_a_cancel_stops_a_running_capture_job_and_the_worker_keeps_serving(
+    capture_clip: Path, photo_files: dict[str, Path]
+) -> None:
+    client = WorkerClient()
+    try:
+        ident, waiter = _send_capture(client, _capture_job(capture_clip, photo_files))
+        event = waiter.get(timeout=120)
+        assert event.kind == wp.PROGRESS, event.message  # the first batch of landmarks
+        client._submit(lambda i: wp.cancel_message(i, "Capture"))
+        _, final = _until_done(waiter)
+        assert final.kind == wp.CANCELLED and final.request_id == ident
+        # A newer job for the same target replaces a queued or running one.
+        first, first_waiter = _send_capture(client, _capture_job(capture_clip, photo_files))
+        _, second_waiter = _send_capture(client, _capture_job(capture_clip, photo_files,
+                                                              every_frame=True))
+        _, replaced = _until_done(first_waiter)
+        _, done = _until_done(second_waiter)
+    finally:
+        client.stop()
+    assert replaced.kind == wp.CANCELLED and replaced.request_id == first
+    assert done.kind == wp.CAPTURE_RESULT, done.message
+
+
+def test_capture_job_errors_are_one_line_and_name_the_problem(
+    capture_clip: Path, photo_files: dict[str, Path], tmp_path: Path
+) -> None:
+    client = WorkerClient()
+    try:
+        _, missing = _until_done(_send_capture(client, _capture_job(
+            capture_clip, photo_files, video=str(tmp_path / "nothing.mov")))[1])
+        _, gain = _until_done(_send_capture(client, _capture_job(
+            capture_clip, photo_files, gains={"ears": 2.0}))[1])
+        _, wall = _until_done(_send_capture(client, _capture_job(
+            capture_clip, photo_files, video=str(photo_files["wall"])))[1])
+    finally:
+        client.stop()
+    assert missing.kind == wp.ERROR and "nothing.mov" in missing.message
+    assert gain.kind == wp.ERROR and "retarget gain for 'ears'" in gain.message
+    assert wall.kind == wp.ERROR and "wall.png" in wall.message, wall.message
+    assert "\n" not in missing.message + gain.message + wall.message
+    good = wp.capture_job_to_json(_capture_job(capture_clip, photo_files))
+    for field, value, expected in (("detector", "haar", "job.detector: expected one of"),
+                                   ("smoothing", -1, "job.smoothing: expected 0.."),
+                                   ("every_frame", 1, "job.every_frame: expected true"),
+                                   ("frames", 3, "unknown capture job field")):
+        with pytest.raises(wp.ProtocolError, match=expected):
+            wp.capture_job_from_json(dict(good, **{field: value}))
+    assert wp.capture_job_from_json(good) == _capture_job(capture_clip, photo_files)
