@@ -1,18 +1,34 @@
-"""Operators: import a performance capture (Live Link Face CSV or curves.json) as keys on the
-active face rig (blender_addon/capture_import.py does the work)."""
+"""Operators: a performance capture as keys on the active face rig - import a Live Link Face
+CSV or a curves.json (blender_addon/capture_import.py), or capture a video in the worker
+(blender_addon/capture_job.py).
+
+Capture from Video: a file browser for the clip, then the job runs in the worker while a
+modal timer shows its progress (the window's progress bar and the status bar); Esc cancels it
+and the rig is untouched. Background mode (``blender -b``) waits for the curves in
+``execute``. The keys land in one undo step.
+"""
 
 from __future__ import annotations
 
+import itertools
+import traceback
 from collections.abc import Callable
 
+import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
-from bpy.types import Context
+from bpy.types import Context, Event
 from bpy_extras.io_utils import ImportHelper
 
+from .. import capture_job
 from ..capture_import import CaptureImport, import_curves_file, import_live_link_csv
 from ..rig.arkit_csv import DEFAULT_CAPTURE_FPS
+from ..rig.controls import GROUPS
 from ..rig.curves_file import CaptureError
 from .rig_groups import FaceRigOperator
+
+GAIN_GROUPS = (*GROUPS, "head", "raw")
+"""Retarget gain groups: the named controls' groups, head rotation, raw expression."""
+_targets = itertools.count(1)
 
 ACTION_ITEMS = (
     ("REPLACE", "Replace Capture", "Replace the keys of the rig's capture action "
@@ -86,4 +102,150 @@ class NFR_OT_import_capture_curves(_CaptureImportOperator):
             native_rate=self.rate == "NATIVE", replace=self.action_mode == "REPLACE"))
 
 
-CLASSES = (NFR_OT_import_arkit_csv, NFR_OT_import_capture_curves)
+def _gain(group: str) -> FloatProperty:
+    label = group.replace("_", " / ").title()
+    what = {"head": "head rotation", "raw": "raw expression offsets"}.get(
+        group, f"the {label.lower()} controls")
+    return FloatProperty(name=label, default=1.0, min=0.0, soft_max=3.0, max=10.0,
+                         description=f"Retarget gain on {what} (1: as captured; >1 "
+                         "exaggerates, <1 damps)")
+
+
+class NFR_OT_capture_from_video(FaceRigOperator):
+    """Capture a performance from a video or image sequence: track the face, fit the rig
+    and key the named controls and head rotation of the active face rig (in the worker, with
+    progress; Esc cancels); the clip is shown beside the card, in step with the timeline"""
+
+    bl_idname = "nfr.capture_from_video"
+    bl_label = "Capture from Video"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: StringProperty(name="Video", subtype="FILE_PATH", default="")
+    filter_movie: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
+    filter_image: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
+    filter_folder: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
+    detector: EnumProperty(
+        name="Detector", default="dlib",
+        items=(("dlib", "dlib", "dlib's 68-point shape predictor (offline default)"),
+               ("fan", "FAN", "The FAN landmark network (needs its weight files)")))
+    smoothing: FloatProperty(
+        name="Smoothing", default=1.0, min=0.0, soft_max=20.0, max=1e6,
+        description="Strength λ of the zero-lag smoother on the fitted curves (0: off)")
+    every_frame: BoolProperty(
+        name="Every Frame", default=False,
+        description="One key per frame (raw) instead of keyframe reduction")
+    frame_offset: IntProperty(
+        name="Frame Offset", default=0,
+        description="Frames after the scene's start frame where the clip's first frame lands")
+    action_mode: EnumProperty(name="Action", items=ACTION_ITEMS, default="REPLACE")
+    reference: BoolProperty(
+        name="Reference Plane", default=True,
+        description="Show the clip on a plane beside the card, following the timeline")
+    gain_mouth: _gain("mouth")
+    gain_eyes: _gain("eyes")
+    gain_brows: _gain("brows")
+    gain_cheeks_nose: _gain("cheeks_nose")
+    gain_jaw: _gain("jaw")
+    gain_head: _gain("head")
+    gain_raw: _gain("raw")
+
+    def invoke(self, context: Context, event: Event) -> set[str]:
+        if self.filepath:
+            return self.execute(context)
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def gains(self) -> dict[str, float]:
+        return {group: float(getattr(self, f"gain_{group}")) for group in GAIN_GROUPS}
+
+    def execute(self, context: Context) -> set[str]:
+        try:
+            self._capture = capture_job.CaptureFromVideo(
+                context, context.object, self.filepath, detector=self.detector,
+                smoothing=self.smoothing, every_frame=self.every_frame, gains=self.gains(),
+                frame_offset=self.frame_offset, replace=self.action_mode == "REPLACE",
+                reference=self.reference, target=f"capture:{next(_targets)}")
+        except (capture_job.CaptureJobError, CaptureError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        except Exception as exc:  # the worker cannot start: a message, not a traceback
+            traceback.print_exc()
+            self.report({"ERROR"}, f"Capture from Video failed: {type(exc).__name__}: {exc}")
+            return {"CANCELLED"}
+        if bpy.app.background or context.window is None:
+            return self._finish_blocking(context)
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.progress_begin(0, 100)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def _finish_blocking(self, context: Context) -> set[str]:
+        last: list[str] = []
+
+        def report(stage: str, fraction: float) -> None:
+            line = f"Capture from Video: {stage} {100 * fraction:.0f}%"
+            if last != [line]:  # farm logs: one line per change
+                last[:] = [line]
+                print(line, flush=True)
+
+        try:
+            self._capture.finish(context, report)
+        except (capture_job.CaptureJobError, CaptureError, OSError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        except Exception as exc:  # a bug must not escape into Blender's UI as a traceback
+            traceback.print_exc()
+            self.report({"ERROR"}, f"Capture from Video failed: {type(exc).__name__}: {exc}")
+            return {"CANCELLED"}
+        return self._finished()
+
+    def modal(self, context: Context, event: Event) -> set[str]:
+        if event.type == "ESC":
+            self.cancel(context)
+            self.report({"INFO"}, "Capture from Video cancelled")
+            return {"CANCELLED"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        run = self._capture.run
+        try:
+            state = self._capture.step(context)
+        except Exception as exc:  # applying the curves failed: report it, end the modal
+            self._end(context)
+            if not isinstance(exc, (capture_job.CaptureJobError, CaptureError)):
+                traceback.print_exc()
+            self.report({"ERROR"}, f"Capture from Video failed: {exc}")
+            return {"CANCELLED"}
+        if state == "running":
+            context.window_manager.progress_update(int(100 * run.fraction))
+            context.workspace.status_text_set(
+                f"Capture from Video: {run.stage} ({100 * run.fraction:.0f}%) - Esc to cancel")
+            return {"RUNNING_MODAL"}
+        self._end(context)
+        if state == "failed":
+            if self._capture.error:
+                self.report({"ERROR"}, self._capture.error)
+            return {"CANCELLED"}
+        return self._finished()
+
+    def cancel(self, context: Context) -> None:  # Esc, or Blender ends the modal
+        self._capture.cancel()
+        self._end(context)
+
+    def _finished(self) -> set[str]:
+        result = self._capture.result
+        assert result is not None
+        self.report({"INFO"}, f"Captured {self.filepath}: {result.summary()}")
+        return {"FINISHED"}
+
+    def _end(self, context: Context) -> None:
+        timer = getattr(self, "_timer", None)
+        if timer is not None:
+            context.window_manager.event_timer_remove(timer)
+            context.window_manager.progress_end()
+            if context.workspace is not None:
+                context.workspace.status_text_set(None)
+            self._timer = None
+
+
+CLASSES = (NFR_OT_import_arkit_csv, NFR_OT_import_capture_curves, NFR_OT_capture_from_video)

@@ -240,7 +240,7 @@ class _RecordingLayout:
         self.log.append(("label", text))
 
 
-def test_the_capture_panel_offers_both_imports_on_a_face_rig_only(rig, tmp_path) -> None:
+def test_the_capture_panel_offers_capture_and_imports_on_a_face_rig_only(rig, tmp_path) -> None:
     from neural_face_rig.panels.capture import NFR_PT_capture
 
     plain = bpy.data.objects.new("Plain", None)
@@ -248,7 +248,8 @@ def test_the_capture_panel_offers_both_imports_on_a_face_rig_only(rig, tmp_path)
     assert not NFR_PT_capture.poll(types.SimpleNamespace(object=plain))
     log: list = []
     NFR_PT_capture.draw(types.SimpleNamespace(layout=_RecordingLayout(log)), bpy.context)
-    assert log == [("operator", "nfr.import_arkit_csv"), ("operator", "nfr.import_capture_curves")]
+    assert log == [("operator", "nfr.capture_from_video"), ("operator", "nfr.import_arkit_csv"),
+                   ("operator", "nfr.import_capture_curves")]
     csv_path = tmp_path / "take.csv"
     write_take(csv_path, rows=5)
     assert _import_csv(csv_path) == {"FINISHED"}
