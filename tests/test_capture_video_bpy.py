@@ -45,6 +45,20 @@ def _write_clip(folder: Path) -> Path:
     return folder / f"shot.{FIRST_NUMBER:04d}.png"
 
 
+def _write_movie(sequence: Path) -> Path:
+    """The same frames as an MJPG .avi at 24 fps (a video file: the MOVIE path)."""
+    movie = sequence.parent.parent / "movie" / "clip.avi"
+    worker_python.run(
+        "import cv2, pathlib\n"
+        f"out = pathlib.Path({str(movie)!r})\nout.parent.mkdir(exist_ok=True)\n"
+        "writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*'MJPG'), 24.0, (512, 512))\n"
+        f"folder = {str(sequence.parent)!r}\n"
+        f"for i in range({FRAMES}):\n"
+        f"    writer.write(cv2.imread(folder + f'/shot.{{{FIRST_NUMBER} + i:04d}}.png'))\n"
+        "writer.release()\nprint('{}')\n")
+    return movie
+
+
 def _expected_curves(video: Path, face_model: Path, fps: float, start: int) -> dict:
     """The pipeline run in the worker's Python (no worker, no Blender): every-frame keys."""
     found = worker_python.run(
@@ -75,7 +89,8 @@ def addon(tmp_path_factory: pytest.TempPathFactory):
         prefs.face_model_path = str(face_model)
         prefs.device = "CPU"
         yield SimpleNamespace(live=module("live"), capture_job=module("capture_job"),
-                              prefs=prefs, video=video, expected=expected)
+                              prefs=prefs, video=video, movie=_write_movie(video),
+                              expected=expected)
 
 
 @pytest.fixture()
@@ -224,21 +239,52 @@ def test_the_reference_plane_follows_the_timeline(addon, card, tmp_path: Path) -
     side = 64
     clip = _clip_frames(addon.video, side)
     _look_at_plane(plane, side)
-    scene = bpy.context.scene
     for step in (0, 3, FRAMES - 1):
-        scene.frame_set(SCENE_START + OFFSET + step)
-        scene.render.filepath = str(tmp_path / f"plane_{step}.png")
-        bpy.ops.render.render(write_still=True)
-        with Image.open(tmp_path / f"plane_{step}.png") as png:
-            shown = np.asarray(png.convert("RGB")).astype(int)
-        errors = np.abs(clip - shown).mean(axis=(1, 2, 3))
-        assert int(np.argmin(errors)) == step, (step, errors)
-        # Clearly that frame, not a near miss (the rest is the texels' point sampling).
-        assert errors[step] < 0.6 * np.delete(errors, step).min(), errors
+        frame = SCENE_START + OFFSET + step
+        assert _plane_shows(plane, clip, frame, tmp_path / f"plane_{step}.png") == step
     # A second capture replaces the plane instead of stacking another.
     assert _capture(filepath=addon.video, action_mode="NEW") == {"FINISHED"}
     assert [o.name for o in bpy.data.objects if o.name.startswith(f"{card.name} Video")] == [
         f"{card.name} Video"]
+
+
+def _plane_shows(plane: bpy.types.Object, clip: np.ndarray, frame: int, out: Path) -> int:
+    """The index of the clip frame a render of the plane at scene ``frame`` is closest to."""
+    bpy.context.scene.frame_set(frame)
+    bpy.context.scene.render.filepath = str(out)
+    bpy.ops.render.render(write_still=True)
+    with Image.open(out) as png:
+        shown = np.asarray(png.convert("RGB")).astype(int)
+    errors = np.abs(clip - shown).mean(axis=(1, 2, 3))
+    index = int(np.argmin(errors))
+    assert errors[index] < 0.6 * np.delete(errors, index).min(), errors  # not a near miss
+    return index
+
+
+def test_a_video_file_plays_as_a_movie_and_the_plane_saves_and_reopens(
+    addon, card, tmp_path: Path
+) -> None:
+    assert _capture(filepath=addon.movie, frame_offset=0) == {"FINISHED"}
+    name = card.name
+    path = tmp_path / "captured.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    ob = bpy.data.objects[name]
+    assert ob.animation_data.action.name == f"{name} capture"
+    assert _keys(_fcurves(ob)["face_rig.rotation.c002"])[:, 0].tolist() == list(
+        range(SCENE_START, SCENE_START + FRAMES))
+    plane = bpy.data.objects[f"{name} Video"]
+    node = plane.active_material.node_tree.nodes["NFR Face"]
+    image, user = node.image, node.image_user
+    assert image.source == "MOVIE"
+    assert Path(bpy.path.abspath(image.filepath)).resolve() == addon.movie.resolve()
+    assert image.frame_duration == FRAMES
+    assert (user.frame_start, user.frame_duration, user.frame_offset) == (SCENE_START, FRAMES, 0)
+    side = 64
+    clip = _clip_frames(addon.video, side)
+    _look_at_plane(plane, side)
+    for step in (1, FRAMES - 2):
+        assert _plane_shows(plane, clip, SCENE_START + step, tmp_path / f"m{step}.png") == step
 
 
 def _srgb8(linear: np.ndarray) -> np.ndarray:
