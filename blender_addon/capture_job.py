@@ -183,15 +183,25 @@ def reference_name(ob: Object) -> str:
     return f"{ob.name} Video"
 
 
-def reference_plane(ob: Object, curves: CaptureCurves, video: str) -> Object:
-    """The clip on a plane parented to ``ob``, left of its card, playing in step with the
-    keys (module docstring); replaces the plane of an earlier capture."""
+def clip_image(curves: CaptureCurves, video: str) -> Image:
+    """The clip as one image datablock: source SEQUENCE (numbered images) or MOVIE."""
+    sequence = curves.source.get("kind") == "images"
+    path = sequence_first_file(video) if sequence else video
+    try:
+        image = bpy.data.images.load(path, check_existing=True)
+    except RuntimeError as exc:
+        raise CaptureJobError(f"{path}: Blender cannot load the clip ({exc})") from None
+    image.source = "SEQUENCE" if sequence else "MOVIE"
+    return image
+
+
+def reference_plane(ob: Object, curves: CaptureCurves, image: Image) -> Object:
+    """``image`` (the clip, ``clip_image``) on a plane parented to ``ob``, left of its card,
+    playing in step with the keys (module docstring); replaces an earlier capture's plane."""
     from . import portrait
 
     info = curves.source
-    sequence = info.get("kind") == "images"
-    path = sequence_first_file(video) if sequence else video
-    image = _clip_image(path, sequence)
+    sequence = image.source == "SEQUENCE"
     name = reference_name(ob)
     old = bpy.data.objects.get(name)
     if old is not None and old.get(REFERENCE_PROP):
@@ -217,16 +227,6 @@ def reference_plane(ob: Object, curves: CaptureCurves, video: str) -> Object:
     user.use_auto_refresh = True
     user.use_cyclic = False
     return plane
-
-
-def _clip_image(path: str, sequence: bool) -> Image:
-    """The clip as one image datablock: source SEQUENCE or MOVIE."""
-    try:
-        image = bpy.data.images.load(path, check_existing=True)
-    except RuntimeError as exc:
-        raise CaptureJobError(f"{path}: Blender cannot load the clip ({exc})") from None
-    image.source = "SEQUENCE" if sequence else "MOVIE"
-    return image
 
 
 # ------------------------------------------------------------------ the operator's work
@@ -290,8 +290,16 @@ class CaptureFromVideo:
             notes.append(f"the clip runs at {clip_fps:g} fps, the scene at {scene_rate:g}: the "
                          "keys are retimed, the reference plane shows one clip frame per "
                          "scene frame")
-        self.result = capture_import.apply_curves(ob, curves, replace=self.replace,
-                                                  notes=notes)
-        if self.reference:
-            reference_plane(ob, curves, self.video)
+        # The clip is loaded first: a clip Blender cannot read fails before any key is written.
+        images = set(bpy.data.images.keys())
+        image = clip_image(curves, self.video) if self.reference else None
+        try:
+            self.result = capture_import.apply_curves(ob, curves, replace=self.replace,
+                                                      notes=notes)
+        except BaseException:
+            if image is not None and image.name not in images and image.users == 0:
+                bpy.data.images.remove(image)
+            raise
+        if image is not None:
+            reference_plane(ob, curves, image)
         return self.result
