@@ -20,9 +20,7 @@ frame: with the scene at another rate than the clip's the plane runs at the scen
 from __future__ import annotations
 
 import os
-import queue
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +30,7 @@ from bpy.types import Context, Image, Object, Scene
 from . import capture_import
 from .contract import protocol as wp
 from .rig.curves_file import CaptureCurves, CaptureError, curves_from_dict
+from .worker_job import WorkerJobRun
 
 CAPTURE_TIMEOUT = 3600.0
 """Seconds a background-mode capture may take (a long clip on a slow CPU)."""
@@ -39,7 +38,6 @@ REFERENCE_GAP = 0.05  # card sides between the neural card and the clip's plane
 REFERENCE_PROP = "nfr_capture_reference"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".exr")
 """Image files a sequence is made of (the worker's frame reader reads these)."""
-_STAGE_SPAN = {"landmarks": (0.0, 0.6), "fit": (0.6, 1.0)}
 
 
 class CaptureJobError(Exception):
@@ -71,97 +69,26 @@ def capture_job(prefs: Any, scene: Scene, video: str, *, target: str, detector: 
     )
 
 
-def _fraction(stage: str, done: int, total: int) -> float:
-    """Overall progress 0..1 of a stage's ``done`` of ``total`` steps."""
-    start, end = _STAGE_SPAN.get(stage, (0.0, 0.0))
-    return start + (end - start) * (done / total if total > 0 else 0.0)
+class CaptureRun(WorkerJobRun):
+    """One capture job in the worker (``WorkerJobRun``): it ends in ``curves``; the worker
+    checks for a cancel between frame batches and fit iterations."""
 
-
-class CaptureRun:
-    """One capture job in the worker: ``poll()`` (never blocks) takes its progress and ends
-    in the curves or an error; ``cancel()`` stops it (the worker checks between frame
-    batches and fit iterations)."""
+    noun = "capture"
+    result_kind = wp.CAPTURE_RESULT
+    result_errors = (wp.ProtocolError, CaptureError)
+    error_type = CaptureJobError
+    timeout = CAPTURE_TIMEOUT
+    stage_span = {"landmarks": (0.0, 0.6), "fit": (0.6, 1.0)}
 
     def __init__(self, job: wp.CaptureJob) -> None:
-        from .live import client
+        super().__init__(job, wp.capture_message)
 
-        self.job = job
-        self.client = client()
-        self.stage = "starting"
-        self.fraction = 0.0
-        self.curves: CaptureCurves | None = None
-        self.error = ""
-        self.cancelled = False
-        self._waiter: queue.Queue[Any] = queue.Queue()
-        self.id = self.client._submit(lambda ident: wp.capture_message(ident, job),
-                                      self._waiter)
+    def read_result(self, data: dict[str, Any]) -> CaptureCurves:
+        return curves_from_dict(wp.capture_curves_of(data), "worker capture result")
 
     @property
-    def done(self) -> bool:
-        return self.curves is not None or bool(self.error) or self.cancelled
-
-    def poll(self) -> bool:
-        """Take what arrived; True once the job is done."""
-        while not self.done:
-            try:
-                event = self._waiter.get_nowait()
-            except queue.Empty:
-                if not self.client.heartbeat():
-                    self._finish(error=self.client.status)
-                break
-            self._take(event)
-        return self.done
-
-    def wait(self, timeout: float = CAPTURE_TIMEOUT, progress: Any = None) -> CaptureCurves:
-        """Block until the curves (background mode); ``progress(stage, fraction)`` on every
-        poll. Raises CaptureJobError on an error, a cancel or a timeout."""
-        deadline = time.monotonic() + timeout
-        while not self.poll():
-            if time.monotonic() > deadline:
-                self.cancel()
-                raise CaptureJobError(f"no capture result from the worker after {timeout:.0f} s")
-            if progress is not None:
-                progress(self.stage, self.fraction)
-            time.sleep(0.05)
-        if self.curves is None:
-            raise CaptureJobError(self.error or "the capture was cancelled")
-        return self.curves
-
-    def cancel(self) -> None:
-        if self.done:
-            return
-        self.cancelled = True
-        self.client._forget(self.id)
-        try:
-            self.client._submit(lambda ident: wp.cancel_message(ident, self.job.target))
-        except Exception:  # the worker is gone: nothing runs any more
-            pass
-
-    def _take(self, event: Any) -> None:
-        kind = getattr(event, "kind", "")
-        data = getattr(event, "data", {})
-        if kind == wp.PROGRESS:
-            self.stage = str(data.get("stage", ""))
-            self.fraction = max(self.fraction, _fraction(
-                self.stage, int(data.get("done", 0)), int(data.get("total", 1))))
-        elif kind == wp.CAPTURE_RESULT:
-            try:
-                curves = curves_from_dict(wp.capture_curves_of(data), "worker capture result")
-            except (wp.ProtocolError, CaptureError) as exc:
-                self._finish(error=f"worker capture result: {exc}")
-            else:
-                self._finish(curves=curves)
-        elif kind == wp.CANCELLED:
-            self.cancelled = True
-            self.client._forget(self.id)
-        else:
-            self._finish(error=getattr(event, "message", "") or f"worker: {kind}")
-
-    def _finish(self, curves: CaptureCurves | None = None, error: str = "") -> None:
-        self.curves, self.error = curves, error
-        if curves is not None:
-            self.stage, self.fraction = "done", 1.0
-        self.client._forget(self.id)
+    def curves(self) -> CaptureCurves | None:
+        return self.outcome
 
 
 # ------------------------------------------------------------------ the reference plane

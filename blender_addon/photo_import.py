@@ -15,8 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import queue
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +26,7 @@ from .contract import catalogue
 from .contract import protocol as wp
 from .contract.state import RigState
 from .rig.params import RigParams
+from .worker_job import WorkerJobRun
 
 LATENT_PROP = "nfr_photo_latent"
 SHAPE_PROP = "nfr_photo_latent_shape"
@@ -208,100 +207,28 @@ def _rgba(pixels: np.ndarray, image: Image) -> np.ndarray:
     return out.reshape(-1)
 
 
-class PhotoRun:
-    """One photo job in the worker: ``poll()`` (never blocks) gives its progress and ends in
-    a result or an error; ``cancel()`` stops it (the worker checks between stages and
-    optimisation steps)."""
+class PhotoRun(WorkerJobRun):
+    """One photo job in the worker (``WorkerJobRun``): it ends in ``result``, a
+    ``wp.PhotoResult``; the worker checks for a cancel between stages and optimisation
+    steps."""
+
+    noun = "photo"
+    result_kind = wp.PHOTO_RESULT
+    error_type = PhotoImportError
+    timeout = PHOTO_TIMEOUT
+    stage_span = {"detect": (0.0, 0.05), "align": (0.05, 0.1), "rig": (0.1, 0.2),
+                  "encode": (0.2, 0.3), "refine": (0.3, 1.0), "invert": (0.3, 1.0),
+                  "done": (1.0, 1.0)}
 
     def __init__(self, job: wp.PhotoJob) -> None:
-        from .live import client
+        super().__init__(job, wp.photo_message)
 
-        self.job = job
-        self.client = client()
-        self.stage = "starting"
-        self.fraction = 0.0
-        self.result: wp.PhotoResult | None = None
-        self.error = ""
-        self.cancelled = False
-        self._waiter: queue.Queue[Any] = queue.Queue()
-        self.id = self.client._submit(lambda ident: wp.photo_message(ident, job),
-                                      self._waiter)
+    def read_result(self, data: dict[str, Any]) -> wp.PhotoResult:
+        return wp.photo_result_from_json(data)
 
     @property
-    def done(self) -> bool:
-        return self.result is not None or bool(self.error) or self.cancelled
-
-    def poll(self) -> bool:
-        """Take what arrived; True once the job is done."""
-        while not self.done:
-            try:
-                event = self._waiter.get_nowait()
-            except queue.Empty:
-                if not self.client.heartbeat():
-                    self._finish(error=self.client.status)
-                break
-            self._take(event)
-        return self.done
-
-    def wait(self, timeout: float = PHOTO_TIMEOUT, progress: Any = None) -> wp.PhotoResult:
-        """Block until the result (background mode); ``progress(stage, fraction)`` on every
-        report. Raises PhotoImportError on an error, a cancel or a timeout."""
-        deadline = time.monotonic() + timeout
-        while not self.poll():
-            if time.monotonic() > deadline:
-                self.cancel()
-                raise PhotoImportError(f"no photo result from the worker after {timeout:.0f} s")
-            if progress is not None:
-                progress(self.stage, self.fraction)
-            time.sleep(0.05)
-        if self.result is None:
-            raise PhotoImportError(self.error or "the photo inversion was cancelled")
-        return self.result
-
-    def cancel(self) -> None:
-        if self.done:
-            return
-        self.cancelled = True
-        self.client._forget(self.id)
-        try:
-            self.client._submit(lambda ident: wp.cancel_message(ident, self.job.target))
-        except Exception:  # the worker is gone: nothing runs any more
-            pass
-
-    def _take(self, event: Any) -> None:
-        kind = getattr(event, "kind", "")
-        data = getattr(event, "data", {})
-        if kind == wp.PROGRESS:
-            self.stage = str(data.get("stage", ""))
-            self.fraction = _fraction(self.stage, int(data.get("done", 0)),
-                                      int(data.get("total", 1)))
-        elif kind == wp.PHOTO_RESULT:
-            try:
-                self._finish(result=wp.photo_result_from_json(data))
-            except wp.ProtocolError as exc:
-                self._finish(error=f"worker photo result: {exc}")
-        elif kind == wp.CANCELLED:
-            self.cancelled = True
-            self.client._forget(self.id)
-        else:
-            self._finish(error=getattr(event, "message", "") or f"worker: {kind}")
-
-    def _finish(self, result: wp.PhotoResult | None = None, error: str = "") -> None:
-        self.result, self.error = result, error
-        self.stage, self.fraction = ("done", 1.0) if result is not None else (self.stage,
-                                                                               self.fraction)
-        self.client._forget(self.id)
-
-
-_STAGE_SPAN = {"detect": (0.0, 0.05), "align": (0.05, 0.1), "rig": (0.1, 0.2),
-               "encode": (0.2, 0.3), "refine": (0.3, 1.0), "invert": (0.3, 1.0),
-               "done": (1.0, 1.0)}
-
-
-def _fraction(stage: str, done: int, total: int) -> float:
-    """Overall progress 0..1 of a stage's ``done`` of ``total`` steps."""
-    start, end = _STAGE_SPAN.get(stage, (0.0, 0.0))
-    return start + (end - start) * (done / total if total > 0 else 0.0)
+    def result(self) -> wp.PhotoResult | None:
+        return self.outcome
 
 
 # ------------------------------------------------------------------ the rig

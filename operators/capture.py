@@ -11,10 +11,8 @@ and the rig is untouched. Background mode (``blender -b``) waits for the curves 
 from __future__ import annotations
 
 import itertools
-import traceback
 from collections.abc import Callable
 
-import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
 from bpy.types import Context, Event
 from bpy_extras.io_utils import ImportHelper
@@ -25,6 +23,7 @@ from ..rig.arkit_csv import DEFAULT_CAPTURE_FPS
 from ..rig.controls import GROUPS
 from ..rig.curves_file import CaptureError
 from .rig_groups import FaceRigOperator
+from .worker_job import WorkerJobOperator
 
 GAIN_GROUPS = (*GROUPS, "head", "raw")
 """Retarget gain groups: the named controls' groups, head rotation, raw expression."""
@@ -111,7 +110,7 @@ def _gain(group: str) -> FloatProperty:
                          "exaggerates, <1 damps)")
 
 
-class NFR_OT_capture_from_video(FaceRigOperator):
+class NFR_OT_capture_from_video(WorkerJobOperator, FaceRigOperator):
     """Capture a performance from a video or image sequence: track the face, fit the rig
     and key the named controls and head rotation of the active face rig (in the worker, with
     progress; Esc cancels); the clip is shown beside the card, in step with the timeline"""
@@ -119,6 +118,8 @@ class NFR_OT_capture_from_video(FaceRigOperator):
     bl_idname = "nfr.capture_from_video"
     bl_label = "Capture from Video"
     bl_options = {"REGISTER", "UNDO"}
+    title = "Capture from Video"
+    job_errors = (capture_job.CaptureJobError, CaptureError, OSError)
 
     filepath: StringProperty(name="Video", subtype="FILE_PATH", default="")
     filter_movie: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
@@ -158,94 +159,18 @@ class NFR_OT_capture_from_video(FaceRigOperator):
     def gains(self) -> dict[str, float]:
         return {group: float(getattr(self, f"gain_{group}")) for group in GAIN_GROUPS}
 
-    def execute(self, context: Context) -> set[str]:
-        try:
-            self._capture = capture_job.CaptureFromVideo(
-                context, context.object, self.filepath, detector=self.detector,
-                smoothing=self.smoothing, every_frame=self.every_frame, gains=self.gains(),
-                frame_offset=self.frame_offset, replace=self.action_mode == "REPLACE",
-                reference=self.reference, target=f"capture:{next(_targets)}")
-        except (capture_job.CaptureJobError, CaptureError) as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        except Exception as exc:  # the worker cannot start: a message, not a traceback
-            traceback.print_exc()
-            self.report({"ERROR"}, f"Capture from Video failed: {type(exc).__name__}: {exc}")
-            return {"CANCELLED"}
-        if bpy.app.background or context.window is None:
-            return self._finish_blocking(context)
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.1, window=context.window)
-        wm.progress_begin(0, 100)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+    def make_job(self, context: Context) -> capture_job.CaptureFromVideo:
+        return capture_job.CaptureFromVideo(
+            context, context.object, self.filepath, detector=self.detector,
+            smoothing=self.smoothing, every_frame=self.every_frame, gains=self.gains(),
+            frame_offset=self.frame_offset, replace=self.action_mode == "REPLACE",
+            reference=self.reference, target=f"capture:{next(_targets)}")
 
-    def _finish_blocking(self, context: Context) -> set[str]:
-        last: list[str] = []
-
-        def report(stage: str, fraction: float) -> None:
-            line = f"Capture from Video: {stage} {100 * fraction:.0f}%"
-            if last != [line]:  # farm logs: one line per change
-                last[:] = [line]
-                print(line, flush=True)
-
-        try:
-            self._capture.finish(context, report)
-        except (capture_job.CaptureJobError, CaptureError, OSError) as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        except Exception as exc:  # a bug must not escape into Blender's UI as a traceback
-            traceback.print_exc()
-            self.report({"ERROR"}, f"Capture from Video failed: {type(exc).__name__}: {exc}")
-            return {"CANCELLED"}
-        return self._finished()
-
-    def modal(self, context: Context, event: Event) -> set[str]:
-        if event.type == "ESC":
-            self.cancel(context)
-            self.report({"INFO"}, "Capture from Video cancelled")
-            return {"CANCELLED"}
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        run = self._capture.run
-        try:
-            state = self._capture.step(context)
-        except Exception as exc:  # applying the curves failed: report it, end the modal
-            self._end(context)
-            if not isinstance(exc, (capture_job.CaptureJobError, CaptureError)):
-                traceback.print_exc()
-            self.report({"ERROR"}, f"Capture from Video failed: {exc}")
-            return {"CANCELLED"}
-        if state == "running":
-            context.window_manager.progress_update(int(100 * run.fraction))
-            context.workspace.status_text_set(
-                f"Capture from Video: {run.stage} ({100 * run.fraction:.0f}%) - Esc to cancel")
-            return {"RUNNING_MODAL"}
-        self._end(context)
-        if state == "failed":
-            if self._capture.error:
-                self.report({"ERROR"}, self._capture.error)
-            return {"CANCELLED"}
-        return self._finished()
-
-    def cancel(self, context: Context) -> None:  # Esc, or Blender ends the modal
-        self._capture.cancel()
-        self._end(context)
-
-    def _finished(self) -> set[str]:
-        result = self._capture.result
+    def finished(self) -> set[str]:
+        result = self._job.result
         assert result is not None
         self.report({"INFO"}, f"Captured {self.filepath}: {result.summary()}")
         return {"FINISHED"}
-
-    def _end(self, context: Context) -> None:
-        timer = getattr(self, "_timer", None)
-        if timer is not None:
-            context.window_manager.event_timer_remove(timer)
-            context.window_manager.progress_end()
-            if context.workspace is not None:
-                context.workspace.status_text_set(None)
-            self._timer = None
 
 
 CLASSES = (NFR_OT_import_arkit_csv, NFR_OT_import_capture_curves, NFR_OT_capture_from_video)
