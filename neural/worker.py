@@ -407,11 +407,8 @@ class Worker:
         return {"id": ident, "type": kind, "seconds": round(time.monotonic() - since, 3)}
 
     def _serve_one(self, key: str, message: dict[str, Any]) -> None:
-        if message["type"] == wp.CAPTURE:
-            self._serve_capture(key, message)
-            return
-        if message["type"] in (wp.PHOTO, wp.CANCEL):
-            self._serve_photo(key, message)
+        if message["type"] in (wp.PHOTO, wp.CAPTURE, wp.CANCEL):
+            self._serve_long_job(key, message)
             return
         job: wp.RenderJob = message["job"]
         ident = message["id"]
@@ -508,18 +505,19 @@ class Worker:
             "model": model.backend.model_id, "backend": job.state.backend,
         })
 
-    # -------------------------------------------------------------- photo jobs
+    # -------------------------------------------------------------- long jobs
 
-    def _serve_photo(self, key: str, message: dict[str, Any]) -> None:
-        """A ``cancel`` that was not absorbed by a photo job is answered ``cancelled``; a
-        photo job streams ``progress`` and ends in ``photo_result``, ``cancelled`` or one
-        ``error`` line."""
+    def _serve_long_job(self, key: str, message: dict[str, Any]) -> None:
+        """A photo or capture job: it streams ``progress`` and ends in its result message,
+        ``cancelled`` or one ``error`` line. A ``cancel`` that no such job absorbed (it was
+        not running) is answered ``cancelled``."""
         ident = message["id"]
         if message["type"] == wp.CANCEL:
             self.channel.send({"type": wp.CANCELLED, "id": ident, "target": message["target"]})
             return
-        job: wp.PhotoJob = message["job"]
-        self._doing = (ident, wp.PHOTO, time.monotonic())
+        job: wp.PhotoJob | wp.CaptureJob = message["job"]
+        self._doing = (ident, message["type"], time.monotonic())
+        from .capture import CaptureCancelled
         from .photo.optimise import InversionCancelled
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -530,58 +528,38 @@ class Worker:
             return self._superseded(key)
 
         try:
-            device = self.default_device if job.device == "auto" else resolve_device(job.device)
-            result = run_photo_job(job, device, progress, cancel)
-            self.channel.send(wp.photo_result_to_json(ident, job.target, result))
-        except InversionCancelled:
-            self._send_cancelled(message)
-        except (NeuralError, RigError, ContractError, OSError) as exc:
-            self._send_photo_error(ident, job, str(exc))
-        except Exception as exc:  # a bug must reach the user as a message, not kill the worker
-            traceback.print_exc(file=sys.stderr)
-            self._send_photo_error(ident, job, f"{type(exc).__name__}: {exc}"[:500])
-        finally:
-            self._doing = None
-
-    # -------------------------------------------------------------- capture jobs
-
-    def _serve_capture(self, key: str, message: dict[str, Any]) -> None:
-        """A capture job streams ``progress`` and ends in ``capture_result``, ``cancelled``
-        or one ``error`` line."""
-        ident = message["id"]
-        job: wp.CaptureJob = message["job"]
-        self._doing = (ident, wp.CAPTURE, time.monotonic())
-        from .capture import CaptureCancelled
-
-        def progress(stage: str, done: int, total: int) -> None:
-            self.channel.send({"type": wp.PROGRESS, "id": ident, "target": job.target,
-                               "stage": stage, "done": int(done), "total": int(total)})
-
-        def cancel() -> bool:
-            return self._superseded(key)
-
-        try:
-            curves = run_capture_job(job, progress, cancel)
-            reply = wp.capture_result_to_json(ident, job.target, curves)
-            size = len(wp.dumps(reply))
-            if size > wp.MAX_LINE_BYTES:
-                raise RequestError(
-                    f"{job.video}: the capture's curves are {size >> 20} MiB of JSON, more "
-                    f"than one protocol line carries ({wp.MAX_LINE_BYTES >> 20} MiB); turn "
-                    "off every-frame keys or capture a shorter range")
+            if isinstance(job, wp.CaptureJob):
+                reply = self._capture_reply(ident, job, progress, cancel)
+            else:
+                device = (self.default_device if job.device == "auto"
+                          else resolve_device(job.device))
+                result = run_photo_job(job, device, progress, cancel)
+                reply = wp.photo_result_to_json(ident, job.target, result)
             self.channel.send(reply)
-        except CaptureCancelled:
+        except (InversionCancelled, CaptureCancelled):
             self._send_cancelled(message)
         except (NeuralError, RigError, ContractError, OSError) as exc:
-            self._send_photo_error(ident, job, str(exc))
+            self._send_job_error(ident, job, str(exc))
         except Exception as exc:  # a bug must reach the user as a message, not kill the worker
             traceback.print_exc(file=sys.stderr)
-            self._send_photo_error(ident, job, f"{type(exc).__name__}: {exc}"[:500])
+            self._send_job_error(ident, job, f"{type(exc).__name__}: {exc}"[:500])
         finally:
             self._doing = None
 
-    def _send_photo_error(self, ident: int, job: wp.PhotoJob | wp.CaptureJob,
-                          text: str) -> None:
+    @staticmethod
+    def _capture_reply(ident: int, job: wp.CaptureJob, progress: Callable[[str, int, int], None],
+                       cancel: Callable[[], bool]) -> dict[str, Any]:
+        curves = run_capture_job(job, progress, cancel)
+        reply = wp.capture_result_to_json(ident, job.target, curves)
+        size = len(wp.dumps(reply))
+        if size > wp.MAX_LINE_BYTES:
+            raise RequestError(
+                f"{job.video}: the capture's curves are {size >> 20} MiB of JSON, more "
+                f"than one protocol line carries ({wp.MAX_LINE_BYTES >> 20} MiB); turn "
+                "off every-frame keys or capture a shorter range")
+        return reply
+
+    def _send_job_error(self, ident: int, job: wp.PhotoJob | wp.CaptureJob, text: str) -> None:
         line = " ".join(redact(text).split())  # one line, whatever the exception held
         self.channel.send({"type": wp.ERROR, "id": ident, "target": job.target, "message": line})
 
