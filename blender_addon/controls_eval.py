@@ -173,6 +173,17 @@ def key_light(controls, depsgraph: Depsgraph | None = None, card: Object | None 
     return followed_light(props, lamp, card, depsgraph, scene or bpy.context.scene)
 
 
+def set_key_light(props, light: KeyLight) -> None:
+    """Write ``light`` (e.g. read back from SH coefficients) into the key-light properties
+    ``props``, which stop following a lamp: intensity within the property's range, ambient
+    non-negative."""
+    props.follow = None
+    props.azimuth, props.elevation = light.azimuth, light.elevation
+    props.intensity = min(light.intensity, props.bl_rna.properties["intensity"].hard_max)
+    props.colour = light.colour
+    props.ambient = tuple(max(0.0, v) for v in light.ambient)
+
+
 def portrait_camera(card: Object) -> Object | None:
     """The rig's portrait camera (its camera child), or None."""
     for child in card.children:

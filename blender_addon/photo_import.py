@@ -270,7 +270,7 @@ def create_photo_rig(context: Context, result: wp.PhotoResult, photo: str,
 def _photo_key_light(card: Object) -> None:
     """The photo's light as the rig's key light (the inverse fit), the raw SH keeping what the
     key light does not express: the face's total light stays the photo's."""
-    from .controls_eval import _lit, key_light
+    from .controls_eval import _lit, key_light, set_key_light
     from .properties import HARD_LIMITS, coefficient_key, deferred_rig_changes
     from .rig.key_light import key_light_to_sh, sh_to_key_light
 
@@ -285,11 +285,7 @@ def _photo_key_light(card: Object) -> None:
     old = {name: getattr(props, name) for name in names}
     old = {name: tuple(v) if hasattr(v, "__len__") else v for name, v in old.items()}
     with deferred_rig_changes():
-        props.follow = None
-        props.azimuth, props.elevation = light.azimuth, light.elevation
-        props.intensity = min(light.intensity, 10.0)
-        props.colour = light.colour
-        props.ambient = tuple(max(0.0, v) for v in light.ambient)
+        set_key_light(props, light)
         # From the values Blender stored (clamped, float32): what the renders will add.
         added = key_light_to_sh(key_light(controls, None, card)) if _lit(controls) else 0.0
         residual = raw - np.asarray(added, np.float64)

@@ -10,7 +10,7 @@ from bpy.props import EnumProperty, IntProperty
 from bpy.types import Context
 
 from ..contract.errors import ContractError
-from ..controls_eval import basis_problem, control_basis, head_of
+from ..controls_eval import basis_problem, control_basis, head_of, set_key_light
 from ..controls_props import preset_name
 from ..head_control import add_control_shape_keys
 from ..identity import new_identity
@@ -161,11 +161,7 @@ class NFR_OT_key_light_from_sh(FaceRigOperator):
         light = sh_to_key_light(np.asarray(raw))
         props = ob.face_controls.key_light
         with deferred_rig_changes():
-            props.follow = None
-            props.azimuth, props.elevation = light.azimuth, light.elevation
-            props.intensity = min(light.intensity, 10.0)
-            props.colour = light.colour
-            props.ambient = tuple(max(0.0, v) for v in light.ambient)
+            set_key_light(props, light)
             for i in range(27):
                 setattr(ob.face_rig.illumination, f"c{i:03d}", 0.0)
         self.report({"INFO"}, f"Key light at azimuth {light.azimuth:.0f}°, elevation "

@@ -11,7 +11,7 @@ import types
 import bpy
 import numpy as np
 import pytest
-from bpy_extras import anim_utils
+from fixtures.fcurves import fcurves_by_path, keys
 from neural_face_rig.rig.curves_file import CaptureCurves, Channel
 from test_capture_arkit import APP_HEADER, CAPTURE_FPS, write_take
 
@@ -42,24 +42,6 @@ def rig() -> bpy.types.Object:
     return ob
 
 
-def _fcurves(ob: bpy.types.Object) -> dict[str, bpy.types.FCurve]:
-    """F-curves by data path through Blender's own API: the channelbag of the object's slot
-    (4.4+; the only kind in 5.0+), else 4.2's ``Action.fcurves``."""
-    animation = ob.animation_data
-    if not hasattr(anim_utils, "action_get_channelbag_for_slot"):
-        curves = animation.action.fcurves
-    else:
-        curves = anim_utils.action_get_channelbag_for_slot(
-            animation.action, animation.action_slot).fcurves
-    return {fc.data_path: fc for fc in curves}
-
-
-def _keys(fcurve: bpy.types.FCurve) -> np.ndarray:
-    co = np.empty(2 * len(fcurve.keyframe_points), np.float32)
-    fcurve.keyframe_points.foreach_get("co", co)
-    return co.reshape(-1, 2)
-
-
 def _import_csv(path, **kwargs) -> set[str]:
     """The operator as a button click does it (undo on). Blender remembers an operator's last
     options: every call here names them all."""
@@ -77,7 +59,7 @@ def test_live_link_csv_becomes_fcurves_on_the_scene_timeline(rig, tmp_path) -> N
     csv_path = tmp_path / "take.csv"
     truth = write_take(csv_path, rows=121)  # 2 s at 60 fps
     assert _import_csv(csv_path, frame_offset=10, rate="NATIVE") == {"FINISHED"}
-    curves = _fcurves(rig)
+    curves = fcurves_by_path(rig)
     assert rig.animation_data.action.name == "FaceRig capture"
     assert {"face_controls.named.jawOpen", "face_controls.named.eyeBlinkLeft",
             "face_rig.rotation.c000", "face_rig.rotation.c001", "face_rig.rotation.c002"} <= set(
@@ -85,12 +67,12 @@ def test_live_link_csv_becomes_fcurves_on_the_scene_timeline(rig, tmp_path) -> N
     assert "face_controls.named.tongueOut" not in curves  # no such control: reported instead
     # Native rate: one key per row at start + offset + (t - t0) * scene fps (sub-frames kept).
     frames = SCENE_START + 10 + (truth["t"] - truth["t"][0]) * SCENE_FPS
-    jaw = _keys(curves["face_controls.named.jawOpen"])
+    jaw = keys(curves["face_controls.named.jawOpen"])
     np.testing.assert_allclose(jaw[:, 0], frames, atol=1e-3)
     np.testing.assert_allclose(jaw[:, 1], truth["jawOpen"], atol=1e-6)
-    yaw = _keys(curves["face_rig.rotation.c001"])  # HeadYaw -> yaw, radians
+    yaw = keys(curves["face_rig.rotation.c001"])  # HeadYaw -> yaw, radians
     np.testing.assert_allclose(yaw[:, 1], truth["yaw"], atol=1e-6)
-    pitch = _keys(curves["face_rig.rotation.c000"])
+    pitch = keys(curves["face_rig.rotation.c000"])
     np.testing.assert_allclose(pitch[:, 1], truth["pitch"], atol=1e-6)
     assert {p.interpolation for p in curves["face_controls.named.jawOpen"].keyframe_points} == {
         "LINEAR"}
@@ -105,7 +87,7 @@ def test_scene_rate_resamples_onto_whole_frames(rig, tmp_path) -> None:
     csv_path = tmp_path / "take.csv"
     truth = write_take(csv_path, rows=121)
     assert _import_csv(csv_path) == {"FINISHED"}
-    blink = _keys(_fcurves(rig)["face_controls.named.eyeBlinkLeft"])
+    blink = keys(fcurves_by_path(rig)["face_controls.named.eyeBlinkLeft"])
     sample_frames = SCENE_START + (truth["t"] - truth["t"][0]) * SCENE_FPS
     assert blink[0, 0] == SCENE_START and np.all(np.diff(blink[:, 0]) == 1)
     assert blink[-1, 0] == np.floor(sample_frames[-1] + 1e-6)
@@ -137,7 +119,7 @@ def test_the_action_saves_and_reopens(rig, tmp_path) -> None:
     bpy.ops.wm.open_mainfile(filepath=str(blend))
     reopened = bpy.data.objects["FaceRig"]
     assert reopened.animation_data.action.name == "FaceRig capture"
-    jaw = _keys(_fcurves(reopened)["face_controls.named.jawOpen"])
+    jaw = keys(fcurves_by_path(reopened)["face_controls.named.jawOpen"])
     np.testing.assert_allclose(jaw[:, 1], truth["jawOpen"], atol=1e-6)
 
 
@@ -146,12 +128,12 @@ def test_a_reimport_replaces_instead_of_stacking(rig, tmp_path) -> None:
     write_take(first, rows=121)
     write_take(second, rows=31, extra={"JawOpen": 0.5})
     assert _import_csv(first) == {"FINISHED"}
-    count = len(_fcurves(rig))
+    count = len(fcurves_by_path(rig))
     assert _import_csv(second) == {"FINISHED"}
-    curves = _fcurves(rig)
+    curves = fcurves_by_path(rig)
     assert len(curves) == count  # the same channels, once each
     assert [a.name for a in bpy.data.actions] == ["FaceRig capture"]
-    jaw = _keys(curves["face_controls.named.jawOpen"])
+    jaw = keys(curves["face_controls.named.jawOpen"])
     assert len(jaw) == 1 + int(30 / CAPTURE_FPS * SCENE_FPS)  # the second take's frames
     np.testing.assert_allclose(jaw[:, 1], 0.5)
     # "New Action" keeps the earlier capture.
@@ -176,7 +158,7 @@ def test_unknown_columns_are_named_in_the_report(rig, tmp_path, capfd) -> None:
     write_take(csv_path, rows=5, header=APP_HEADER.replace("JawOpen", "jaw_open") + ",Mystery")
     capfd.readouterr()
     assert _import_csv(csv_path) == {"FINISHED"}
-    assert "face_controls.named.jawOpen" not in _fcurves(rig)
+    assert "face_controls.named.jawOpen" not in fcurves_by_path(rig)
     printed = [line for line in capfd.readouterr().out.splitlines() if line.startswith("Info:")]
     assert len(printed) == 1 and "unknown columns skipped: jaw_open" in printed[0]
     from neural_face_rig.capture_import import import_live_link_csv
@@ -202,18 +184,18 @@ def test_curves_json_is_retimed_to_the_scene_and_keeps_interpolation(rig, tmp_pa
         source={"kind": "video"},
     ).write(path)
     assert _import_curves(path, frame_offset=5) == {"FINISHED"}
-    curves = _fcurves(rig)
+    curves = fcurves_by_path(rig)
     assert set(curves) == {"face_controls.named.jawOpen", "face_rig.rotation.c002",
                            "face_rig.translation.c000", "face_rig.expression.c017"}
     jaw = curves["face_controls.named.jawOpen"]
     # 48 fps -> 24 fps: 1 s after frame 1 is 24 scene frames later; then +5.
-    np.testing.assert_allclose(_keys(jaw)[:, 0], [6.0, 30.0, 54.0])
+    np.testing.assert_allclose(keys(jaw)[:, 0], [6.0, 30.0, 54.0])
     assert [p.interpolation for p in jaw.keyframe_points] == ["LINEAR", "CONSTANT", "LINEAR"]
     assert jaw.evaluate(42.0) == pytest.approx(0.8)  # held by CONSTANT
     assert jaw.evaluate(18.0) == pytest.approx(0.4)
     # Native rate: frames as written.
     assert _import_curves(path, rate="NATIVE") == {"FINISHED"}
-    np.testing.assert_allclose(_keys(_fcurves(rig)["face_controls.named.jawOpen"])[:, 0],
+    np.testing.assert_allclose(keys(fcurves_by_path(rig)["face_controls.named.jawOpen"])[:, 0],
                                [1.0, 49.0, 97.0])
 
 

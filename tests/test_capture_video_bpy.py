@@ -19,8 +19,8 @@ from types import SimpleNamespace
 import bpy
 import numpy as np
 import pytest
-from bpy_extras import anim_utils
 from fixtures import worker_python
+from fixtures.fcurves import fcurves_by_path, keys
 from fixtures.live_addon import installed_extension, pixels, poll_until, preferences
 from PIL import Image
 
@@ -119,22 +119,6 @@ def _capture(**options) -> set[str]:
         "filepath")), **values)
 
 
-def _fcurves(ob: bpy.types.Object) -> dict[str, bpy.types.FCurve]:
-    animation = ob.animation_data
-    if not hasattr(anim_utils, "action_get_channelbag_for_slot"):
-        curves = animation.action.fcurves
-    else:
-        curves = anim_utils.action_get_channelbag_for_slot(
-            animation.action, animation.action_slot).fcurves
-    return {fc.data_path: fc for fc in curves}
-
-
-def _keys(fcurve: bpy.types.FCurve) -> np.ndarray:
-    co = np.empty(2 * len(fcurve.keyframe_points), np.float32)
-    fcurve.keyframe_points.foreach_get("co", co)
-    return co.reshape(-1, 2)
-
-
 def _contents() -> dict[str, set[str]]:
     return {name: set(getattr(bpy.data, name).keys())
             for name in ("objects", "meshes", "materials", "images", "actions")}
@@ -176,9 +160,9 @@ def test_capture_from_video_keys_the_rig_in_one_undo_step(addon, card) -> None:
     bpy.ops.ed.undo_push(message="Original")
     assert _capture(filepath=addon.video) == {"FINISHED"}
     ob = bpy.data.objects[name]
-    curves = _fcurves(ob)
+    curves = fcurves_by_path(ob)
     expected = addon.expected["channels"]
-    roll = _keys(curves["face_rig.rotation.c002"])
+    roll = keys(curves["face_rig.rotation.c002"])
     frames = list(range(SCENE_START + OFFSET, SCENE_START + OFFSET + FRAMES))
     assert roll[:, 0].tolist() == frames  # every frame, from the scene start + offset
     np.testing.assert_allclose(roll[:, 1], [v for _, v, _ in expected["rotation.z"]["keys"]],
@@ -271,7 +255,7 @@ def test_a_video_file_plays_as_a_movie_and_the_plane_saves_and_reopens(
     bpy.ops.wm.open_mainfile(filepath=str(path))
     ob = bpy.data.objects[name]
     assert ob.animation_data.action.name == f"{name} capture"
-    assert _keys(_fcurves(ob)["face_rig.rotation.c002"])[:, 0].tolist() == list(
+    assert keys(fcurves_by_path(ob)["face_rig.rotation.c002"])[:, 0].tolist() == list(
         range(SCENE_START, SCENE_START + FRAMES))
     plane = bpy.data.objects[f"{name} Video"]
     node = plane.active_material.node_tree.nodes["NFR Face"]
