@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from . import bench_nvidia
 from .bench_baseline import compare, stylegan2_baseline
 from .bench_timing import best_ms, times_ms
 from .engine import (
@@ -129,7 +130,7 @@ def _sefa_all_layers_ms(config: StyleGAN2Config) -> float:
     return best_ms(lambda: factorize(config, state, layers))
 
 
-def run(report: Any) -> None:
+def run(report: Any, nvidia_repo: bench_nvidia.NvidiaRepo | None = None) -> None:
     applied = configure_inference_process(threads=THREADS)
     report.notes["stylegan2_process"] = applied
     ffhq = StyleGAN2Config()
@@ -176,3 +177,9 @@ def run(report: Any) -> None:
         live_metrics(report, "g1024", _engine(ffhq, cache=True), ws)
     else:
         report.notes["stylegan2_bf16"] = "skipped: this CPU has no native bf16"
+
+    if nvidia_repo is None:
+        report.notes["stylegan2_nvidia"] = bench_nvidia.NOT_RUN
+    else:
+        bench_nvidia.run(report, nvidia_repo, {"g1024": ffhq, "g256": g256},
+                         lambda config: _engine(config, cache=False))
