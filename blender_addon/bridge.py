@@ -453,6 +453,8 @@ class PendingRequest:
     def _take(self, result: Result) -> None:
         if isinstance(result, FaceImage) and not result.final:
             return
+        if isinstance(result, WorkerEvent) and result.kind == wp.PROGRESS:
+            return  # a model load on the way to the result
         self._client._forget(self.id)
         if isinstance(result, WorkerEvent) and result.kind != "written":
             raise WorkerError(result.message or f"worker: request {result.kind}")

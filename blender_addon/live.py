@@ -317,9 +317,8 @@ def poll_once() -> float | None:
         else:
             _shown[name] = ""
             _status[name] = f"preview {result.block} px"
-    if written:
+    if handled or written:  # new pixels, or a status line (progress) to show
         _redraw()
-    if handled or written:
         POLL_SECONDS.append(time.perf_counter() - start)
     if _arrived or _requests or _estimating:
         return POLL_BUSY
@@ -341,6 +340,9 @@ def _write(image: bpy.types.Image, result: FaceImage) -> None:
 
 
 def _note_event(event: WorkerEvent) -> None:
+    if event.kind == protocol.PROGRESS:  # a model load on the way to a request's reply
+        _note_progress(event)
+        return
     if event.kind == protocol.ESTIMATE or event.request_id in _estimating:
         if event.kind != protocol.ESTIMATE:  # the estimate failed: say so, keep the sliders
             name = _estimating.pop(event.request_id or 0, (event.target, ""))[0]
@@ -375,6 +377,16 @@ def _note_frozen(message: str, last_request: int) -> None:
     for requests in (_requests, _estimating):
         for ident in [i for i in requests if i <= last_request]:
             _status[requests.pop(ident)[0]] = message
+
+
+def _note_progress(event: WorkerEvent) -> None:
+    """Show a request's progress (``stage``, ``done`` of ``total``) on its face; the request
+    stays open."""
+    ident = event.request_id or 0
+    name = (_requests.get(ident) or _estimating.get(ident) or (event.target, ""))[0]
+    stage = str(event.data.get("stage", ""))[:200]
+    done, total = int(event.data.get("done", 0)), int(event.data.get("total", 1))
+    _status[name] = f"{stage} (step {done + 1} of {total})" if total > 1 else stage
 
 
 def _done_text(result: FaceImage) -> str:

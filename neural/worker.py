@@ -10,6 +10,10 @@ library prints goes to stderr, so it cannot corrupt the protocol stream.
   ``backends.BACKEND_LOADERS`` and kept loaded (the two most recent), so a slider move only
   pays for synthesis, and the engine's cache resumes at the first block whose W+ rows
   changed.
+- A job that has to load its model first reports ``progress`` while it does (the stage
+  names the file); a ``load`` job (the add-on's preload) then renders the job's face once,
+  untransferred, so the first slider move finds the kernels created, the bf16 preview
+  calibration done and the engine's cache filled. Any newer request interrupts that warm-up.
 - Latest wins per target: a reader thread files every command as it arrives; a render for a
   target replaces the target's queued render and cancels its running one between synthesis
   blocks (the engine's cancel callable).
@@ -83,6 +87,11 @@ class LoadedModel:
     backend: Backend
     untrained: bool
     resolution: int  # full output resolution
+    warmed_up: bool = False  # a load job rendered a face with it (the first synthesis)
+
+
+OnLoad = Callable[[str], None]
+"""Called with what is about to be read (file name and size) when a model is not cached."""
 
 
 class ModelCache:
@@ -92,10 +101,11 @@ class ModelCache:
         self._keep = keep
         self._models: OrderedDict[tuple[Any, ...], LoadedModel] = OrderedDict()
 
-    def get(self, job: wp.RenderJob, device: str) -> LoadedModel:
+    def get(self, job: wp.RenderJob, device: str, on_load: OnLoad | None = None) -> LoadedModel:
         """The job's backend with its model loaded (from the cache when its files are
         unchanged). Every path of the job must be a regular file (the VAE role a folder),
-        checked before anything is opened; files are only ever opened read-only."""
+        checked before anything is opened; files are only ever opened read-only.
+        ``on_load``: told before a model is read (not when it comes from the cache)."""
         backend_name = job.state.backend
         loader = BACKEND_LOADERS.get(backend_name)
         if loader is None:
@@ -115,6 +125,8 @@ class ModelCache:
                tuple(sorted(job.files.items())))
         model = self._models.get(key)
         if model is None:
+            if on_load is not None:
+                on_load(f"{path.name} ({size / 2**20:.0f} MiB)")
             try:
                 backend = loader(str(path), device, job.files)
             except MemoryError:
@@ -414,14 +426,23 @@ class Worker:
         ident = message["id"]
         kind = message["type"]
         self._doing = (ident, kind, time.monotonic())
+        stages = 2 if kind == wp.LOAD else 1
+
+        def progress(stage: str, done: int) -> None:
+            self.channel.send({"type": wp.PROGRESS, "id": ident, "target": job.target,
+                               "stage": stage, "done": done, "total": stages})
+
         try:
             device = self.default_device if job.device == "auto" else resolve_device(job.device)
-            model = self.models.get(job, device)
+            model = self.models.get(job, device, lambda what: progress(f"loading {what}", 0))
             if kind == wp.DIRECTIONS:
                 self._directions(ident, job, model, message)
             elif kind == wp.ESTIMATE:
                 self._estimate(ident, job, model)
             elif kind == wp.LOAD:
+                if not model.warmed_up:
+                    progress("first synthesis", 1)
+                    self._warm_up(job, model)
                 self.channel.send({"type": wp.LOADED, "id": ident, "target": job.target,
                                    "model": model.backend.model_id,
                                    "resolution": model.resolution})
@@ -476,6 +497,20 @@ class Worker:
                 "model": model.backend.model_id, "untrained": model.untrained,
                 "seconds": time.perf_counter() - start,
             })
+
+    def _warm_up(self, job: wp.RenderJob, model: LoadedModel) -> None:
+        """Render the job's face once without sending it (see the module docstring); any
+        request that arrives meanwhile stops it between blocks."""
+        size = min(job.state.resolution or model.resolution, model.resolution)
+        state = dataclasses.replace(job.state, resolution=size)
+        try:
+            for _block in model.backend.render_progressive(
+                state, lambda: self._quit or bool(self._pending)
+            ):
+                pass
+        except SynthesisCancelled:
+            return
+        model.warmed_up = True
 
     def _directions(
         self, ident: int, job: wp.RenderJob, model: LoadedModel, message: dict[str, Any]

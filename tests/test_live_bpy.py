@@ -222,16 +222,31 @@ def test_save_and_reopen_keeps_the_face(addon, tmp_path: Path) -> None:
     assert np.array_equal(pixels(image), shown)  # packed as float EXR: bit for bit
 
 
-def test_opening_a_file_with_a_rig_preloads_its_model(addon, tmp_path: Path) -> None:
+def test_opening_a_file_with_a_rig_preloads_its_model(
+    addon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     live = addon.live
-    add_rig(addon)
+    card = add_rig(addon)
+    name, model = face(card).name, addon.paths.stylegan2.name
     path = tmp_path / "preload.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(path))
     live.stop_worker()
+    shown: list[str] = []
+    note_progress = live._note_progress
+
+    def recorded(event) -> None:  # the status line after each progress report
+        note_progress(event)
+        shown.append(live._status[name])
+
+    monkeypatch.setattr(live, "_note_progress", recorded)
     bpy.ops.wm.open_mainfile(filepath=str(path))
     assert live._client is not None and live._client.is_running()  # started by the load
     card = bpy.data.objects["FaceRig"]
     poll_until(live, lambda: "model loaded (32 px)" in live.status_text(card))
+    # The preload says what it is doing: reading the file, then its warm-up render.
+    assert len(shown) == 2, shown
+    assert shown[0].startswith(f"loading {model} (") and shown[0].endswith("(step 1 of 2)")
+    assert shown[1] == "first synthesis (step 2 of 2)"
 
 
 def test_switching_models_keeps_the_worker(addon, tmp_path: Path) -> None:

@@ -169,6 +169,7 @@ def test_a_newer_request_for_a_target_cancels_the_running_one_between_blocks(
 ) -> None:
     send, replies = served
     send(render(1, model, RigState(backend="gated", seed=1), target="face", stream_from=4))
+    assert replies.next(wp.PROGRESS)["stage"].startswith("loading ")
     first = replies.next()
     assert (first["type"], first["id"], first["block"]) == (wp.IMAGE, 1, 4)
     assert GatedBackend.paused.wait(TIMEOUT)
@@ -248,6 +249,7 @@ def test_written_output_is_a_16_bit_png_of_the_generator_values(
     out = tmp_path / "face_0001.png"
     send(render(1, model, state, output_path=str(out), output_root=str(tmp_path),
                 stream_from=4))
+    assert replies.next(wp.PROGRESS)["id"] == 1  # the model's load
     written = replies.next()
     assert (written["type"], written["path"]) == (wp.WRITTEN, str(out))
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left
@@ -550,6 +552,38 @@ def test_a_stylegan2_model_has_no_rig_estimate(served, model: Path) -> None:
     send(wp.job_message(wp.LOAD, 4, job))
     loaded = replies.next(wp.LOADED)
     assert loaded["id"] == 4 and loaded["resolution"] == CFG.img_resolution
+
+
+def test_a_load_reports_its_stages_then_warms_the_model_up_for_the_first_render(
+    served, model: Path
+) -> None:
+    send, replies = served
+    job = wp.RenderJob(RigState(seed=6), str(model), target="face")
+    send(wp.job_message(wp.LOAD, 1, job))
+    stages = [replies.next(wp.PROGRESS) for _ in range(2)]
+    assert [(m["id"], m["target"], m["done"], m["total"]) for m in stages] == [
+        (1, "face", 0, 2), (1, "face", 1, 2)]
+    assert stages[0]["stage"].startswith(f"loading {model.name} (")
+    assert stages[1]["stage"] == "first synthesis"
+    assert replies.next(wp.LOADED)["id"] == 1
+    # The warm-up rendered this very face: its render runs no synthesis step at all.
+    send(render(2, model, job.state, target="face"))
+    final = replies.next(wp.IMAGE)
+    assert final["final"] and final["id"] == 2
+    (loaded,) = replies.worker.models._models.values()
+    assert loaded.warmed_up and loaded.backend.engine.last_run.steps_executed == 0
+    # A model already loaded and warmed up is loaded at once, without progress.
+    send(wp.job_message(wp.LOAD, 3, job))
+    assert replies.next()["type"] == wp.LOADED
+
+
+def test_a_render_that_loads_its_model_says_so_first(served, model: Path) -> None:
+    send, replies = served
+    send(render(1, model, RigState(seed=2), target="face"))
+    first = replies.next()
+    assert (first["type"], first["id"], first["done"], first["total"]) == (wp.PROGRESS, 1, 0, 1)
+    assert first["stage"].startswith(f"loading {model.name} (")
+    assert replies.next(wp.IMAGE)["final"]
 
 
 def test_a_frozen_worker_fails_a_blocking_render_at_once(model: Path) -> None:
