@@ -162,6 +162,12 @@ def test_previews_are_scaled_up_on_arrival_by_whole_texels() -> None:
     big = wp.upscale_pixels(pixels, 2, 8).reshape(8, 8, 4)
     assert np.array_equal(big[:4, :4], np.broadcast_to(pixels.reshape(2, 2, 4)[0, 0], (4, 4, 4)))
     assert np.array_equal(big[4:, 4:], np.broadcast_to(pixels.reshape(2, 2, 4)[1, 1], (4, 4, 4)))
+    for size, to in ((4, 16), (3, 8)):  # whole texels, and the general nearest texel
+        texels = np.random.default_rng(size).random((size, size, 4), dtype=np.float32)
+        expected = np.array([[texels[y * size // to, x * size // to] for x in range(to)]
+                             for y in range(to)])
+        assert np.array_equal(wp.upscale_pixels(texels.reshape(-1), size, to),
+                              expected.reshape(-1))
 
 
 def test_a_newer_request_for_a_target_cancels_the_running_one_between_blocks(
