@@ -12,8 +12,10 @@ Parent -> worker (one JSON object per line on the worker's stdin, at most MAX_LI
 - ``estimate``: the backend's reading of the rig values of the job's base face (the face
   with no rig edits: what sliders start from); the reply's ``rig`` is null for backends
   without one (catalogue ``estimate``).
-- ``load``: load the job's model now (the add-on preloads as soon as a rig exists); the reply
-  is ``loaded``.
+- ``load``: load the job's model now (the add-on preloads as soon as a rig exists), then
+  render the job's face once without sending it (the warm-up; a newer request interrupts
+  it); ``progress`` lines ("loading <file> (N MiB)", "first synthesis"), then ``loaded``.
+  Any job whose model is not loaded yet first answers a ``progress`` line naming the file.
 - ``ping``: the reply is ``pong`` (a heartbeat: a worker that stops answering is frozen).
 - ``release``: ``{"type": "release", "slot": name}``: the parent has copied the pixels of
   that shared-memory slot; the worker may reuse it.
@@ -36,7 +38,8 @@ Worker -> parent (one JSON object per line on the worker's protocol stream):
   ``error`` (per request, a message naming what is wrong; id null when the line had none),
   ``directions``, ``estimate``, ``loaded``, ``pong``, ``slot_closed`` (the worker unlinked a
   slot the parent may have attached) and ``bye``.
-  Photo jobs add ``progress`` and ``photo_result``; capture jobs ``progress`` and
+  ``progress`` (stage, done, total) reports a model load on the way to any reply. Photo
+  jobs add ``progress`` and ``photo_result``; capture jobs ``progress`` and
   ``capture_result``.
 
 Images: float32 RGBA, ``size * size * 4`` values, linear Rec.709 (the generator's sRGB
