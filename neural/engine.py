@@ -316,7 +316,7 @@ class ProgressiveEngine:
         for res in sorted(self.preview_errors):
             if not self.preview_errors[res] <= PREVIEW_TOLERANCE:
                 break
-            if times.get(res, 0.0) > PREVIEW_DELAY_BUDGET_MS:
+            if times.get(res, float("inf")) > PREVIEW_DELAY_BUDGET_MS:  # or never timed
                 break
             if speedups.get(res, 0.0) > PREVIEW_MIN_SPEEDUP:
                 accepted = res
@@ -438,7 +438,10 @@ class ProgressiveEngine:
         """A plain run, then (once the caller has taken every image) the preview blocks in the
         preview precision, compared with this run's images: sets ``preview_errors``; then
         both precisions again from scratch, uncached and warmed up (the first run of a
-        precision also pays for kernel creation), for ``preview_speedups``."""
+        precision also pays for kernel creation), for ``preview_speedups``. The timed passes
+        stop at the first block past ``PREVIEW_DELAY_BUDGET_MS`` in the preview precision (no
+        later block can be previewed): at 1024 px the calibration then costs one preview
+        pass, not three, and the worker is free for the next slider move that much sooner."""
         exact: dict[int, torch.Tensor] = {}
         for block in self._blocks(ws, options, last_step, cancel):
             exact[block.res] = block.image
@@ -453,9 +456,14 @@ class ProgressiveEngine:
                 errors[block.res] = err if err == err else float("inf")  # NaN: never
             preview_ms: dict[int, float] = {}
             exact_ms: dict[int, float] = {}
-            for opts, times in ((preview_options, preview_ms), (options, exact_ms)):
-                for _ in self._blocks(ws, opts, preview_last, None, times, cached=False):
-                    pass
+            timed_last = preview_last
+            for block in self._blocks(ws, preview_options, preview_last, None, preview_ms,
+                                      cached=False):
+                if preview_ms[block.res] > PREVIEW_DELAY_BUDGET_MS:
+                    timed_last = max(s.index for s in self._steps if s.res == block.res)
+                    break
+            for _ in self._blocks(ws, options, timed_last, None, exact_ms, cached=False):
+                pass
             self.preview_speedups = {
                 r: exact_ms[r] / max(preview_ms[r], 1e-9) for r in preview_ms if r in exact_ms
             }

@@ -449,6 +449,15 @@ def test_a_cached_first_run_is_timed_again_from_scratch(bf16_engine):
     assert all(0 < v < float("inf") for v in eng.preview_speedups.values())
 
 
+def test_the_calibration_times_no_block_past_the_delay_budget(bf16_engine, monkeypatch):
+    eng = bf16_engine
+    monkeypatch.setattr(engine_mod, "PREVIEW_DELAY_BUDGET_MS", 0.0)  # every block is past it
+    _previews_and_final(eng, random_ws(seed=10))
+    assert sorted(eng.preview_errors) == [4, 8, 16]  # the error of every block is measured
+    assert sorted(eng.preview_times_ms) == sorted(eng.preview_speedups) == [4]
+    assert eng.preview_max_res is None  # untimed blocks are never previewed in bf16
+
+
 def test_blocks_beyond_the_preview_delay_budget_are_not_previewed_in_bf16(bf16_engine):
     eng = bf16_engine
     ws = random_ws(seed=9)
