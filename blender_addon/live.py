@@ -86,6 +86,8 @@ POLL_SECONDS: collections.deque[float] = collections.deque(maxlen=STATS_KEPT)
 """Main-thread seconds of every ``poll_once`` call that handled results."""
 UPLOAD_SECONDS: collections.deque[tuple[int, float]] = collections.deque(maxlen=STATS_KEPT)
 """(image size, seconds) of every pixel write."""
+REQUEST_SECONDS: collections.deque[float] = collections.deque(maxlen=STATS_KEPT)
+"""Main-thread seconds of every ``request_update`` that sent a request (the slider's side)."""
 
 
 # ------------------------------------------------------------------ the worker
@@ -193,6 +195,7 @@ def request_update(ob: Object, depsgraph: Depsgraph | None = None) -> int | None
     which ``status_text`` shows)."""
     if _paused or not is_live(ob):
         return None
+    start = time.perf_counter()
     name = face_name(ob)
     try:
         job = job_for(ob, depsgraph=depsgraph)
@@ -205,6 +208,7 @@ def request_update(ob: Object, depsgraph: Depsgraph | None = None) -> int | None
     _status[name] = "updating"
     _request_estimate(ob, job)
     _ensure_timer()
+    REQUEST_SECONDS.append(time.perf_counter() - start)
     return ident
 
 
@@ -408,13 +412,15 @@ def _redraw() -> None:
 
 
 def poll_statistics() -> dict[str, float]:
-    """p95 and max main-thread milliseconds per poll that handled results, and the mean
-    pixel-upload milliseconds per image size (``nfr bench``)."""
+    """Main-thread milliseconds (``nfr bench``): p95, p99 and max per poll that handled
+    results and per request sent, and the mean pixel-upload milliseconds per image size."""
     stats: dict[str, float] = {}
-    if POLL_SECONDS:
-        ms = np.array(POLL_SECONDS) * 1e3
-        stats.update(poll_p95_ms=float(np.percentile(ms, 95)), poll_max_ms=float(ms.max()),
-                     polls=float(len(ms)))
+    for label, seconds in (("poll", POLL_SECONDS), ("request", REQUEST_SECONDS)):
+        if seconds:
+            ms = np.array(seconds) * 1e3
+            stats.update({f"{label}_p95_ms": float(np.percentile(ms, 95)),
+                          f"{label}_p99_ms": float(np.percentile(ms, 99)),
+                          f"{label}_max_ms": float(ms.max()), f"{label}s": float(len(ms))})
     for size in sorted({s for s, _ in UPLOAD_SECONDS}):
         times = [t for s, t in UPLOAD_SECONDS if s == size]
         stats[f"upload_{size}_ms"] = float(np.mean(times) * 1e3)

@@ -165,11 +165,16 @@ def test_a_slider_change_reaches_the_texture_through_the_worker(addon) -> None:
     image = face(card)
     before = pixels(image)
     assert np.array_equal(before, direct_pixels(addon, card))
+    requests = len(addon.live.REQUEST_SECONDS)
     card.face_rig.seed = 11  # the update callback sends the request
+    assert len(addon.live.REQUEST_SECONDS) == requests + 1  # its main-thread time, timed
     poll_until(addon.live, lambda: not np.array_equal(pixels(image), before)
                and not addon.live._requests)
     assert np.array_equal(pixels(image), direct_pixels(addon, card))
     assert addon.live.POLL_SECONDS and "32 px in" in addon.live.status_text(card)
+    stats = addon.live.poll_statistics()
+    assert 0 < stats["request_p99_ms"] <= stats["request_max_ms"]
+    assert 0 < stats["poll_p95_ms"] <= stats["poll_p99_ms"] <= stats["poll_max_ms"]
 
 
 def test_frame_5_shows_the_face_of_the_interpolated_sefa_value(addon) -> None:
