@@ -28,7 +28,6 @@ from .config import (
     expected_state_shapes,
 )
 
-FUSED_MIN_RES = 256
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
@@ -429,13 +428,15 @@ class SynthesisOptions(NoiseAndPrecision):
     (reduced-precision previews). Styles, weight modulation and the RGB image stay float32.
     channels_last: None = channels-last on CPU (oneDNN's fast path) and for reduced
     precision on CUDA.
-    fused: the fused oneDNN path (``SynthesisLayer.forward_fused``; CPU inference only):
-    True = every block, False = never, None = bf16 blocks of at least ``FUSED_MIN_RES`` px
-    (where its 4x multiply-adds of the up-convolutions are cheaper than the passes it saves;
-    in fp32 they are not).
+    fused: the fused oneDNN path (``SynthesisLayer.forward_fused``; CPU inference only) on
+    every block, or never (the default). It is slower than the default path in both float32
+    and bfloat16 on AVX512-BF16 CPUs (docs/CPU_KERNELS.md, Reduced precision): its polyphase
+    up-convolutions cost 4x the multiply-adds of the transposed conv + FIR they replace, and
+    oneDNN runs both at the same rate, while the passes it saves (noise, leaky ReLU) take a
+    few per cent of a layer.
     """
 
-    fused: bool | None = None
+    fused: bool = False
 
     def block_dtype(self, config: StyleGAN2Config, res: int) -> torch.dtype:
         if self.precision == "bf16":
@@ -444,25 +445,23 @@ class SynthesisOptions(NoiseAndPrecision):
             return torch.float16
         return torch.float32
 
-    def use_fused(self, config: StyleGAN2Config, res: int, x: torch.Tensor) -> bool:
-        if self.fused is False or not ops.fusion_available(x):
-            if self.fused:
-                raise GeneratorInputError(
-                    "fused: the fused path needs CPU tensors, no autograd and oneDNN's fused "
-                    f"convolution in {x.dtype} (here: {kernels.describe()})"
-                )
+    def use_fused(self, config: StyleGAN2Config, x: torch.Tensor) -> bool:
+        """Whether the blocks run ``forward_fused`` on x; raises where ``fused`` asks for it
+        and it cannot run."""
+        if not self.fused:
             return False
+        if not ops.fusion_available(x):
+            raise GeneratorInputError(
+                "fused: the fused path needs CPU tensors, no autograd and oneDNN's fused "
+                f"convolution in {x.dtype} (here: {kernels.describe()})"
+            )
         if not fusable(config):
-            if self.fused:
-                raise GeneratorInputError(
-                    "fused: the fused path needs a linear, relu or lrelu synthesis activation "
-                    f"and a 4-tap resample_kernel, found {config.synthesis_activation!r} and "
-                    f"{list(config.resample_kernel)}"
-                )
-            return False
-        if self.fused:
-            return True
-        return self.block_dtype(config, res) == torch.bfloat16 and res >= FUSED_MIN_RES
+            raise GeneratorInputError(
+                "fused: the fused path needs a linear, relu or lrelu synthesis activation "
+                f"and a 4-tap resample_kernel, found {config.synthesis_activation!r} and "
+                f"{list(config.resample_kernel)}"
+            )
+        return True
 
     def memory_format(self, device: torch.device, dtype: torch.dtype) -> torch.memory_format:
         use_cl = self.channels_last
@@ -524,7 +523,7 @@ class SynthesisNetwork(nn.Module):
             x = x.to(dtype=dtype, memory_format=options.memory_format(x.device, dtype))
         layer: SynthesisLayer = getattr(block, step.layer)
         noise = self._noise(layer, step, ws.shape[0], options)
-        if not options.use_fused(self.config, step.res, x):
+        if not options.use_fused(self.config, x):
             return layer(x, w, noise), img
         next_noise = None
         if step.layer == "conv0" and noise is not None:  # conv1's noise rides along in x
