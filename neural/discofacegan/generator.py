@@ -43,6 +43,14 @@ from .config import DFGConfig, check_state_shapes, expected_state_shapes
 LRELU_SLOPE = 0.2
 ACT_GAIN = math.sqrt(2.0)
 INSTANCE_NORM_EPS = 1e-8
+BF16_FROM_RES = 32
+"""bf16 synthesis keeps the blocks below this size in float32 (their previews are then the
+exact images). Each bf16 layer adds about 0.3 % rms of rounding noise (weights, inputs and
+convolution outputs contribute alike; the ToRGB heads little), and every later layer
+amplifies it, so the first layers' rounding weighs most in the image: at the released
+architecture (random weights, rig-mapped and random W+) the 64 and 128 px previews were
+0.8-1.8 % off (max over the image range) with every block in bf16, 0.4-0.8 % with the 4-16 px
+blocks in float32, which are 6 % of the synthesis' multiply-adds (8 % of a pass to 128 px)."""
 
 # TF pads the 3x3 kernel by one and sums its four shifts: along each axis the 4 taps are
 # (k0, k0 + k1, k1 + k2, k2) = SUM_TAPS @ (k0, k1, k2).
@@ -266,14 +274,21 @@ def synthesis_steps(config: DFGConfig) -> tuple[DFGStep, ...]:
 class DFGSynthesisOptions(NoiseAndPrecision):
     """``NoiseAndPrecision`` for DiscoFaceGAN: noise_mode "const" is the checkpoint's noise
     (DiscoFaceGAN's randomize_noise=False); precision "bf16" (previews on native-bf16
-    hardware) or "fp16" (CUDA) runs every layer in it, the image and the statistics of the
-    style dense layers stay float32; channels_last: None = on CPU."""
+    hardware) runs the layers from BF16_FROM_RES px on in it, "fp16" (CUDA) every layer; the
+    image and the statistics of the style dense layers stay float32; channels_last: None =
+    on CPU."""
 
     @property
     def dtype(self) -> torch.dtype:
         return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
             self.precision
         ]
+
+    def layer_dtype(self, res: int) -> torch.dtype:
+        """The compute dtype of the style layers (and ToRGB) of the ``res`` px block."""
+        if self.precision == "bf16" and res < BF16_FROM_RES:
+            return torch.float32
+        return self.dtype
 
     def memory_format(self, device: torch.device) -> torch.memory_format:
         use_cl = device.type == "cpu" if self.channels_last is None else self.channels_last
@@ -308,6 +323,7 @@ class SynthesisNetwork(nn.Module):
             assert x is not None
             return x, getattr(self, f"torgb{step.res}")(x)
         layer = self.layer(step.layer)
+        dtype = options.layer_dtype(step.res)
         if step.layer == 0:
             fmt = options.memory_format(ws.device)
             # The constant stays float32: layer 0 only adds to it and normalises it.
@@ -315,10 +331,10 @@ class SynthesisNetwork(nn.Module):
             inputs = [x] * ws.shape[0]
         else:
             assert x is not None
-            inputs = [x[n : n + 1] for n in range(x.shape[0])]
+            # The first bf16 layer rounds its float32 input (a no-op in float32).
+            inputs = [x[n : n + 1].to(dtype) for n in range(x.shape[0])]
         outs = [
-            layer(inputs[n], ws[n : n + 1, step.layer], self._noise(layer, n, options),
-                  options.dtype)
+            layer(inputs[n], ws[n : n + 1, step.layer], self._noise(layer, n, options), dtype)
             for n in range(ws.shape[0])
         ]
         return (outs[0] if len(outs) == 1 else torch.cat(outs)), None
