@@ -360,6 +360,7 @@ class ProgressiveEngine:
         noise_mode: NoiseMode | None = None,
         noise_seed: int | Sequence[int] | None = None,
         previews: bool | None = None,
+        shown_from: int | None = None,
     ) -> Iterator[BlockImage]:
         """The image after every block up to ``stop_res``, as an iterator (arguments are
         checked now, synthesis runs as it is consumed). Blocks already cached for these W+
@@ -368,20 +369,27 @@ class ProgressiveEngine:
 
         previews: None = the engine's live-preview policy (module docstring) when no
         ``precision`` is given; False = every image in the run's precision. The last image
-        (``stop_res``) is always computed in the run's precision."""
+        (``stop_res``) is always computed in the run's precision. shown_from: the smallest
+        block the caller shows (the worker streams from 32 px): previews that stop short of
+        it would only delay the exact images, so they are not computed, and a caller that
+        shows only the last image (``shown_from`` >= ``stop_res``: final renders) neither
+        computes previews nor pays for their calibration."""
         options = self._options(precision, noise_mode, noise_seed)
         ws = self._prepare_ws(ws, options)
         stop_res = self._check_stop_res(stop_res)
         last_step = max(s.index for s in self._steps if s.res == stop_res)
         preview_options = None
         preview_last = -1
-        if precision is None and previews is not False and self.preview_candidate is not None:
+        shown_from = shown_from or 0
+        if (precision is None and previews is not False and self.preview_candidate is not None
+                and shown_from < stop_res):
             preview_options = self._options(self.preview_candidate, noise_mode, noise_seed)
             below = [s.index for s in self._steps if s.res < stop_res]
             preview_last = max(below, default=-1)
-        if preview_options is None or preview_last < 0:
-            return self._blocks(ws, options, last_step, cancel)
         limit = self.preview_max_res
+        unseen = limit is not None and limit < shown_from  # no bf16 preview would be shown
+        if preview_options is None or preview_last < 0 or unseen:
+            return self._blocks(ws, options, last_step, cancel)
         if limit is not None:
             bf16_last = max(s.index for s in self._steps[: preview_last + 1] if s.res <= limit)
             return self._previewed(ws, options, preview_options, bf16_last, last_step, cancel)

@@ -468,7 +468,8 @@ class Worker:
         def cancel() -> bool:
             return self._superseded(key)
 
-        for block in model.backend.render_progressive(state, cancel):
+        shown_from = size if job.stream_from is None else job.stream_from
+        for block in model.backend.render_progressive(state, cancel, shown_from):
             final = block.res == size
             if not final and (job.stream_from is None or block.res < job.stream_from):
                 continue

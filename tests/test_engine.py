@@ -342,6 +342,9 @@ def bf16_engine(request, monkeypatch):
             pytest.skip("this CPU lacks native bf16 (AVX512-BF16 or AMX with a bf16 oneDNN)")
     else:
         monkeypatch.setattr(engine_mod, "bf16_supported", lambda device="cpu": True)
+    # The calibration stops timing at the delay budget, which a loaded machine (or plain-torch
+    # bf16) can pass on these tiny blocks: tests that rely on the budget set it themselves.
+    monkeypatch.setattr(engine_mod, "PREVIEW_DELAY_BUDGET_MS", 1e9)
     return make_engine()
 
 
@@ -456,6 +459,24 @@ def test_the_calibration_times_no_block_past_the_delay_budget(bf16_engine, monke
     assert sorted(eng.preview_errors) == [4, 8, 16]  # the error of every block is measured
     assert sorted(eng.preview_times_ms) == sorted(eng.preview_speedups) == [4]
     assert eng.preview_max_res is None  # untimed blocks are never previewed in bf16
+
+
+def test_previews_that_would_not_be_shown_are_not_computed(bf16_engine):
+    eng = bf16_engine
+    ws = random_ws(seed=11)
+    final_only = list(eng.progressive(ws, shown_from=32))  # the caller shows the last image
+    assert eng.preview_errors is None  # no calibration either
+    _previews_and_final(eng, ws + 0.25)  # measures
+    eng.preview_errors = {4: 0.001, 8: 0.001, 16: 0.001}
+    eng.preview_speedups = {4: 2.0, 8: 2.0, 16: 2.0}
+    eng.preview_times_ms = {4: 1.0, 8: 1.0, 16: 1.0}
+    eng.preview_errors[16] = 0.5  # bf16 previews up to 8 px only
+    blocks = list(eng.progressive(ws + 0.5, shown_from=16))  # the caller shows 16 px on
+    assert [b.precision for b in blocks] == ["fp32"] * 4
+    assert eng.last_run.steps_executed == eng.last_run.total_steps  # one plain pass
+    blocks = list(eng.progressive(ws + 0.75, shown_from=8))
+    assert [b.precision for b in blocks] == ["bf16", "bf16", "fp32", "fp32"]
+    assert torch.equal(final_only[-1].image, fresh_render(ws))
 
 
 def test_blocks_beyond_the_preview_delay_budget_are_not_previewed_in_bf16(bf16_engine):

@@ -69,8 +69,8 @@ class GatedBackend(StyleGAN2Backend):
     paused = threading.Event()
     gate = threading.Event()
 
-    def render_progressive(self, state, cancel=None):
-        for index, block in enumerate(super().render_progressive(state, cancel)):
+    def render_progressive(self, state, cancel=None, shown_from=None):
+        for index, block in enumerate(super().render_progressive(state, cancel, shown_from)):
             yield block
             if state.seed == 1 and index == 0:
                 self.paused.set()

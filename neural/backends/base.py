@@ -45,7 +45,10 @@ class Backend:
         blocks = list(self.render_progressive(state, cancel))
         return blocks[-1].image
 
-    def render_progressive(self, state: RigState, cancel: Cancel = None) -> Iterator[BlockImage]:
+    def render_progressive(
+        self, state: RigState, cancel: Cancel = None, shown_from: int | None = None
+    ) -> Iterator[BlockImage]:
+        """``shown_from``: the smallest block the caller shows (``engine.progressive``)."""
         self._check_model(state)
         return self.engine.progressive(
             self.latents(state),
@@ -53,6 +56,7 @@ class Backend:
             cancel=cancel,
             noise_mode=state.noise_mode,
             noise_seed=state.noise_seed,
+            shown_from=shown_from,
         )
 
     def estimate(self, state: RigState) -> np.ndarray | None:
