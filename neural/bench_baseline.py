@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from .bench_timing import interleaved_best_ms
 from .discofacegan.generator import DFGGenerator, transposed_kernel
 from .stylegan2 import ops
 from .stylegan2.generator import FullyConnected, Generator, SynthesisLayer
@@ -165,7 +167,6 @@ def compare(
     baseline: Synthesis,
     gflop: float,
     peak_gflops: Callable[[], float],
-    times_ms: Callable[..., list[float]],
     rounds: int = 4,
 ) -> None:
     """Time the project's synthesis ``ours``, the eager ``baseline`` and its compiled form
@@ -184,12 +185,10 @@ def compare(
         report.notes[f"{prefix}_baseline_compile_seconds"] = round(seconds, 1)
     except Exception as exc:  # inductor needs a C++ toolchain; report, do not fail the suite
         report.notes[f"{prefix}_baseline_compiled"] = f"torch.compile failed: {exc!s:.200}"
-    best = {name: float("inf") for name in runs}
-    peak = 0.0
-    for _ in range(rounds):
-        peak = max(peak, peak_gflops())
-        for name, fn in runs.items():
-            best[name] = min(best[name], *times_ms(lambda fn=fn: fn(ws), 1, warmup=0))
+    peaks: list[float] = []
+    best = interleaved_best_ms({name: partial(fn, ws) for name, fn in runs.items()}, rounds,
+                               lambda: peaks.append(peak_gflops()))
+    peak = max(peaks)
     report.add(f"{prefix}_same_run_peak_gflops", peak, "GFLOP/s")
     for name, ms in best.items():
         label = "" if name == "ours" else f"_baseline_{name}"

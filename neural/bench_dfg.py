@@ -17,7 +17,7 @@ import numpy as np
 from ..rig.params import RigParams
 from .bench_baseline import compare, dfg_baseline
 from .bench_stylegan2 import fine_edit_ms, live_metrics, matmul_peak_gflops
-from .bench_timing import best_ms, times_ms
+from .bench_timing import best_ms
 from .discofacegan.backend import DFGEngine
 from .discofacegan.config import DFGConfig
 from .discofacegan.generator import DFGGenerator, random_state_dict
@@ -77,7 +77,7 @@ def run(report: Any) -> None:
 
     reference = engine.synthesize(ws)
     compare(report, "dfg256", engine.synthesize, ws, dfg_baseline(generator), total,
-            matmul_peak_gflops, times_ms)
+            matmul_peak_gflops)
 
     if bf16_supported("cpu"):
         live_metrics(report, "dfg256", DFGEngine(generator, w_avg_id, cache=True), ws)

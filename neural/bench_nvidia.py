@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from .bench_baseline import Synthesis, inference
-from .bench_timing import times_ms
+from .bench_timing import interleaved_best_ms
 from .engine import StyleGAN2Engine
 from .errors import NeuralError
 from .stylegan2.config import StyleGAN2Config, shape_mismatch
@@ -237,11 +237,8 @@ def compare_with_nvidia(
     mine, ref = ours(ws), theirs(ws)  # also the warm-up of both
     report.add(f"{prefix}_vs_nvidia_max_abs_diff", float((mine - ref).abs().max()), "abs")
     report.notes[f"{prefix}_vs_nvidia_image_range"] = [float(ref.min()), float(ref.max())]
-    best = {"ours": float("inf"), "nvidia": float("inf")}
-    runs: dict[str, Synthesis] = {"ours": ours, "nvidia": theirs}
-    for _ in range(rounds):
-        for name, fn in runs.items():
-            best[name] = min(best[name], *times_ms(partial(fn, ws), 1, warmup=0))
+    best = interleaved_best_ms({"ours": partial(ours, ws), "nvidia": partial(theirs, ws)},
+                               rounds)
     report.add(f"{prefix}_nvidia_ms", best["nvidia"], "ms")
     report.add(f"{prefix}_vs_nvidia_ours_ms", best["ours"], "ms")
     report.add(f"{prefix}_vs_nvidia_speedup", best["nvidia"] / best["ours"], "x faster")

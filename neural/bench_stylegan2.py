@@ -15,7 +15,7 @@ import torch
 
 from . import bench_nvidia
 from .bench_baseline import compare, stylegan2_baseline
-from .bench_timing import best_ms, times_ms
+from .bench_timing import best_ms, interleaved_best_ms
 from .engine import (
     ProgressiveEngine,
     StyleGAN2Engine,
@@ -154,7 +154,7 @@ def run(report: Any, nvidia_repo: bench_nvidia.NvidiaRepo | None = None) -> None
     )
     reference = engine.synthesize(ws)
     compare(report, "g1024", engine.synthesize, ws, stylegan2_baseline(engine.generator),
-            sum(flops.values()), matmul_peak_gflops, times_ms)
+            sum(flops.values()), matmul_peak_gflops)
 
     fine_edit = fine_edit_ms(_engine(ffhq, cache=True), ws, first_row=12)
     report.add("g1024_fine_edit_ms", fine_edit, "ms")
@@ -174,11 +174,8 @@ def run(report: Any, nvidia_repo: bench_nvidia.NvidiaRepo | None = None) -> None
         span = float(reference.max() - reference.min())
         report.add("g1024_bf16_max_error", float(err.max()) / span, "of image range")
         report.add("g1024_bf16_mean_error", float(err.mean()) / span, "of image range")
-        runs = {"fp32": lambda: engine.synthesize(ws), "bf16": lambda: fast.synthesize(ws)}
-        same_run = {name: float("inf") for name in runs}
-        for _ in range(4):  # interleaved rounds, each keeps its best: the machine is shared
-            for name, fn in runs.items():
-                same_run[name] = min(same_run[name], *times_ms(fn, 1, warmup=0))
+        same_run = interleaved_best_ms(
+            {"fp32": lambda: engine.synthesize(ws), "bf16": lambda: fast.synthesize(ws)})
         report.add("g1024_bf16_vs_fp32_speedup", same_run["fp32"] / same_run["bf16"],
                    "x faster")
         report.notes["g1024_bf16_vs_fp32_same_run_ms"] = {

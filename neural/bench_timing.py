@@ -7,7 +7,7 @@ times its pixel uploads with it too.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 
 def times_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
@@ -26,3 +26,21 @@ def times_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[fl
 def best_ms(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
     """The fastest of ``times_ms``: on a shared machine, what the code itself costs."""
     return min(times_ms(fn, repeats, warmup))
+
+
+def interleaved_best_ms(
+    runs: Mapping[str, Callable[[], object]],
+    rounds: int = 4,
+    each_round: Callable[[], object] | None = None,
+) -> dict[str, float]:
+    """The best wall milliseconds of each of ``runs`` over ``rounds`` interleaved rounds (a,
+    b, a, b, ...; the callers warm them up): on a shared machine every run sees the same
+    load, so their ratios hold. ``each_round`` is called first in every round (e.g. the
+    matmul peak measured between the timings)."""
+    best = {name: float("inf") for name in runs}
+    for _ in range(rounds):
+        if each_round is not None:
+            each_round()
+        for name, fn in runs.items():
+            best[name] = min(best[name], *times_ms(fn, 1, warmup=0))
+    return best
