@@ -9,8 +9,9 @@ interpreter (Blender as the ``bpy`` module, user folder in the temporary directo
 module never imports bpy): per model, Add Face Rig -> first face (cold start), and slider
 edits -> first progressive image written / final image written (StyleGAN2: the seed;
 DiscoFaceGAN: the first expression coefficient; both change every W+ row: full synthesis),
-main-thread milliseconds per ``poll_once`` (p95, max; target <= 16 ms), and the pixel upload
-time of a 1024² float image.
+main-thread milliseconds per ``poll_once`` and per slider request (p95, p99, max; target:
+p99 <= 16 ms while the worker keeps both cores busy), and the pixel upload time of a 1024²
+float image.
 
 Right after the stage, in this process, the offline reference of every model: the engine's
 fp32 full synthesis (cache cleared) of the W+ of the last edit's job, best of
@@ -55,6 +56,8 @@ OFFLINE_REPEATS = 5
 AVERAGE_W_SAMPLES = 1000
 STAGE_MODULE = "neural_face_rig.bench_stage"
 FIRST_PREVIEW_TARGET_MS = 100.0
+COLD_START_TARGET_MS = 5000.0
+MAIN_THREAD_P99_TARGET_MS = 16.0  # one frame at 60 Hz, per poll and per slider request
 
 
 @dataclass(frozen=True)
@@ -137,8 +140,9 @@ def run(report: Any, models: Sequence[LiveModel] = MODELS, edits: int = EDITS,
         report.add(f"live_{model.label}_final_vs_offline", numbers["final_vs_offline"],
                    "x offline")
     poll = found["poll"]
-    report.add("live_poll_main_thread_p95_ms", poll["poll_p95_ms"], "ms")
-    report.add("live_poll_main_thread_max_ms", poll["poll_max_ms"], "ms")
+    for kind in ("poll", "request"):
+        for stat in ("p95", "p99", "max"):
+            report.add(f"live_{kind}_main_thread_{stat}_ms", poll[f"{kind}_{stat}_ms"], "ms")
     report.add("live_upload_1024_ms", found["upload_1024"]["median_ms"], "ms")
     report.add("live_upload_1024_p95_ms", found["upload_1024"]["p95_ms"], "ms")
     report.notes["live"] = {
@@ -152,6 +156,7 @@ def run(report: Any, models: Sequence[LiveModel] = MODELS, edits: int = EDITS,
         "models": {m.label: {k: found[m.label][k] for k in (
             "backend", "edit", "size", "rows_changed", "num_ws", "final_best_ms",
             "bf16_preview_max_res", "bf16_preview_errors")} for m in models},
+        "requests_measured": poll.get("requests"),
         "targets_met": targets_met(found, models),
     }
 
@@ -161,10 +166,15 @@ def targets_met(found: dict[str, Any], models: Sequence[LiveModel]) -> dict[str,
     met: dict[str, bool] = {}
     for model in models:
         numbers = found[model.label]
-        goals = [("first_preview_ms", FIRST_PREVIEW_TARGET_MS)]
+        goals = [("first_preview_ms", FIRST_PREVIEW_TARGET_MS),
+                 ("cold_start_ms", COLD_START_TARGET_MS)]
         goals += [model.target] if model.target else []
         for suffix, limit in goals:
             met[f"{model.label}_{suffix} <= {limit:g}"] = numbers[suffix] <= limit
+    for kind in ("poll", "request"):
+        p99 = found["poll"][f"{kind}_p99_ms"]
+        met[f"{kind}_main_thread_p99_ms <= {MAIN_THREAD_P99_TARGET_MS:g}"] = (
+            p99 <= MAIN_THREAD_P99_TARGET_MS)
     return met
 
 
