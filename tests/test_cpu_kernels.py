@@ -62,6 +62,28 @@ def test_fused_kernel_runs_where_the_probe_allows_it(name):
         assert err < (1e-5 if name == "fp32" else 0.05)
 
 
+@pytest.mark.parametrize("name", list(DTYPES))
+def test_conv_add_writes_in_place_where_the_probe_allows_it(name):
+    """out += conv(x) + bias in one oneDNN call, plain and depthwise (the FIR)."""
+    dtype = DTYPES[name]
+    if not kernels.conv_add_supported(dtype):
+        pytest.skip(_lacks(dtype))
+    gen = torch.Generator().manual_seed(3)
+    for groups in (1, 6):
+        x, out = (torch.randn(shape, generator=gen).to(dtype).contiguous(
+            memory_format=torch.channels_last) for shape in ((1, 6, 9, 9), (1, 6, 8, 8)))
+        w = torch.randn(6, 6 // groups, 4, 4, generator=gen).to(dtype).contiguous(
+            memory_format=torch.channels_last)
+        b = torch.randn(6, generator=gen).to(dtype)
+        before = out.float().clone()  # out changes in place
+        y = kernels.conv_add_(out, x, w, b, 1, groups)
+        ref = torch.nn.functional.conv2d(x.float(), w.float(), b.float(), padding=1,
+                                         groups=groups) + before
+        assert y.data_ptr() == out.data_ptr()
+        tol = 1e-4 if name == "fp32" else 0.02
+        assert (y.float() - ref).abs().max() <= tol * ref.abs().max()
+
+
 def test_probe_refuses_dtypes_without_native_instructions():
     features = kernels.cpu_features()
     for dtype in (torch.bfloat16, torch.float16):
@@ -100,7 +122,8 @@ def digest(t):
     return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
 
 out = {"capability": torch.backends.cpu.get_cpu_capability(),
-       "bf16_fused": kernels.pointwise_conv_supported(torch.bfloat16)}
+       "bf16_fused": kernels.pointwise_conv_supported(torch.bfloat16),
+       "bf16_conv_add": kernels.conv_add_supported(torch.bfloat16)}
 for label, opts in {"default": SynthesisOptions(), "fused": SynthesisOptions(fused=True),
                     "nchw": SynthesisOptions(channels_last=False)}.items():
     out["sg2_" + label] = digest(_render(opts))
@@ -138,6 +161,7 @@ def test_fp32_bits_do_not_depend_on_the_instruction_set_and_bf16_falls_back():
         for key in keys:
             assert run[key] == runs["default"][key], f"{key} differs under {name}"
         assert 0 < run["bf16_err"] < 0.05, name  # bf16 renders on every dispatch
-    # oneDNN capped at AVX2 has no bf16 kernel for the fused op: the probe sees it and the
-    # bf16 render above went through plain torch.
+    # oneDNN capped at AVX2 has no bf16 kernel for the fused ops: the probes see it and the
+    # bf16 render above went through plain torch (noise added after the convolution).
     assert runs["onednn_avx2"]["bf16_fused"] is False
+    assert runs["onednn_avx2"]["bf16_conv_add"] is False

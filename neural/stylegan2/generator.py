@@ -231,15 +231,16 @@ class SynthesisLayer(nn.Module):
         energy = self._frozen.energy(self.weight)
         scales = ops.modulation_scales(self.affine(w), energy, self.fold_gain)
         bias = self.bias * self.fold_gain
+        added = self.scaled_noise(noise, x.dtype)
+        inside = added if added is not None and ops.noise_fusion_available(x) else None
         if self.up:
             weight = self._frozen.layout(self.weight, "transposed", fmt)
-            y = ops.modulated_conv(x, weight, scales, bias, self.resample_filter)
+            y = ops.modulated_conv(x, weight, scales, bias, self.resample_filter, inside)
         else:
             weight = self._frozen.layout(self.weight, "conv", fmt)
-            y = ops.modulated_conv(x, weight, scales, bias)
-        return ops.add_noise_act_clamp(
-            y, self.scaled_noise(noise, y.dtype), self.activation, self.post_gain, self.act_clamp
-        )
+            y = ops.modulated_conv(x, weight, scales, bias, noise=inside)
+        after = added if inside is None else None
+        return ops.add_noise_act_clamp(y, after, self.activation, self.post_gain, self.act_clamp)
 
     def forward_fused(
         self,

@@ -1,11 +1,12 @@
 """Which CPU kernels this process may use: CPU feature probes (dtype x instruction set) and,
-for the private oneDNN op the fused paths call, a real call at first use (cached).
+for the private oneDNN ops the fused paths call, a real call at first use (cached).
 
 torch's public convolutions pick a working kernel on every CPU (oneDNN, or ATen's own when
 oneDNN lacks one). ``torch.ops.mkldnn._convolution_pointwise`` does not: it raises when the
 CPU (or oneDNN capped by ``ONEDNN_MAX_CPU_ISA``) has no kernel for the dtype, e.g. float16
 without AVX512-FP16 / AVX-NE-CONVERT, or bfloat16 on an AVX2-only oneDNN. Callers ask
-``pointwise_conv_supported(dtype)`` and fall back to ``torch.nn.functional`` otherwise.
+``pointwise_conv_supported(dtype)`` (``conv_add_supported(dtype)`` for the in-place
+convolution + addition) and fall back to ``torch.nn.functional`` otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import torch.nn.functional as F
 
 _POINTWISE: Callable[..., torch.Tensor] | None = getattr(
     getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None
+)
+_POINTWISE_ADD_: Callable[..., torch.Tensor] | None = getattr(
+    getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise_", None), "binary", None
 )
 
 # Instruction sets oneDNN needs for a native kernel of each reduced-precision dtype (any one).
@@ -128,6 +132,57 @@ def pointwise_conv(
     return _POINTWISE(x, weight, bias, pads, [1, 1], [1, 1], 1, attr, scalars, "")
 
 
+@functools.cache
+def conv_add_supported(dtype: torch.dtype) -> bool:
+    """Whether oneDNN's in-place convolution + addition (``_convolution_pointwise_.binary``
+    "add": out += conv(x) + bias as a sum post-op, rounded once) runs in ``dtype`` here: the
+    op exists, ``pointwise_conv_supported(dtype)``, and real calls on small plain and
+    depthwise problems write into ``out`` and agree with ``F.conv2d`` + out in float32.
+    Asked once per dtype and process."""
+    if _POINTWISE_ADD_ is None or not pointwise_conv_supported(dtype):
+        return False
+    gen = torch.Generator().manual_seed(1)
+    tol = 1e-4 if dtype == torch.float32 else 5e-2
+    for groups in (1, 8):
+        x = torch.randn(1, 8, 7, 7, generator=gen)
+        w = torch.randn(8, 8 // groups, 3, 3, generator=gen) * 0.25
+        b = torch.randn(8, generator=gen)
+        other = torch.randn(1, 8, 7, 7, generator=gen)
+        try:
+            with torch.no_grad():
+                out = _channels_last(other, dtype).clone()  # other stays the reference
+                y = conv_add_(out, _channels_last(x, dtype), _channels_last(w, dtype),
+                              b.to(dtype), 1, groups)
+                ref = F.conv2d(x, w, b, padding=1, groups=groups) + other
+        except (RuntimeError, TypeError, ValueError, NotImplementedError):
+            return False
+        scale = float(ref.abs().max())
+        if y.data_ptr() != out.data_ptr() or float((y.float() - ref).abs().max()) > tol * scale:
+            return False
+    return True
+
+
+def conv_add_(
+    out: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    padding: int,
+    groups: int = 1,
+) -> torch.Tensor:
+    """out += conv(x) + bias in one oneDNN call (accumulated in float32, rounded once); only
+    where ``conv_add_supported(x.dtype)``. out [1, O, H, W] and x [1, I, H', W'] channels-last
+    in one dtype, weight [O, I / groups, k, k] -> out."""
+    assert _POINTWISE_ADD_ is not None
+    pads = [padding, padding]
+    return _POINTWISE_ADD_(out, x, weight, bias, pads, [1, 1], [1, 1], groups, "add", None,
+                           None, [], "")
+
+
+def _channels_last(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t.to(dtype).contiguous(memory_format=torch.channels_last)
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_model_name() -> str:
     """The CPU's model name as lscpu prints it ("Model name"), or /proc/cpuinfo's, or
@@ -160,9 +215,10 @@ def describe() -> str:
     f = cpu_features()
     native = [n for n in ("avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16", "avx_ne_convert")
               if n in f.flags]
-    fused = [str(d).removeprefix("torch.") for d in (torch.float32, torch.bfloat16, torch.float16)
-             if pointwise_conv_supported(d)]
+    dtypes = (torch.float32, torch.bfloat16, torch.float16)
+    fused = [str(d).removeprefix("torch.") for d in dtypes if pointwise_conv_supported(d)]
+    adds = [str(d).removeprefix("torch.") for d in dtypes if conv_add_supported(d)]
     return (
         f"ATen {f.capability}; native {'/'.join(native) or 'none'}; "
-        f"fused oneDNN conv: {', '.join(fused) or 'none'}"
+        f"fused oneDNN conv: {', '.join(fused) or 'none'}; conv + add: {', '.join(adds) or 'none'}"
     )

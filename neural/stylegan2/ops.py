@@ -139,6 +139,7 @@ def modulated_conv(
     scales: torch.Tensor,
     bias: torch.Tensor | None,
     up_fir: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Modulated convolution, one sample at a time (a sample's result does not depend on
     the batch). x [N, I, H, W]; scales [N, O, I] from ``modulation_scales``; bias [O].
@@ -147,6 +148,8 @@ def modulated_conv(
     - up_fir [K, K] given: 2x up-sampling (NVIDIA conv2d_resample, up=2): weight given
       transposed, [I, O, 3, 3]; stride-2 transposed conv (unflipped), then the FIR with gain 4
       and pads K/2 - 1, then the bias -> [N, O, 2H, 2W].
+    - noise [N or 1, 1, H_out, W_out] in x's dtype: added to the output inside the last
+      convolution; only where ``noise_fusion_available(x)``.
 
     Weights should be stored in x's memory format (channels-last for oneDNN's fast path).
     """
@@ -155,25 +158,64 @@ def modulated_conv(
     onednn = up_fir is None and memory_format_of(x) == torch.channels_last and fusion_available(x)
     for n in range(x.shape[0]):
         xn = x[n : n + 1]
+        into = None if noise is None else noise_buffer(noise[n : n + 1] if noise.shape[0] > 1
+                                                       else noise, weight, up_fir is not None)
         if up_fir is None:
             w = (weight * scales[n][:, :, None, None]).to(x.dtype)
-            if onednn:  # torch's own dispatch picks a slower kernel for 1x1 -> 3 channels
+            if into is not None:
+                outs.append(kernels.conv_add_(into, xn, w, b, weight.shape[-1] // 2))
+            elif onednn:  # torch's own dispatch picks a slower kernel for 1x1 -> 3 channels
                 outs.append(onednn_conv(xn, w, b, lrelu=False))
             else:
                 outs.append(F.conv2d(xn, w, b, padding=weight.shape[-1] // 2))
         else:
             w = (weight * scales[n].t()[:, :, None, None]).to(x.dtype)
             y = F.conv_transpose2d(xn, w, stride=2)
-            outs.append(fir_filter(y, up_fir, b))
+            outs.append(fir_filter(y, up_fir, b, into))
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
-def fir_filter(y: torch.Tensor, fir: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def noise_fusion_available(x: torch.Tensor) -> bool:
+    """Whether ``modulated_conv`` can add noise inside oneDNN's convolution for x: reduced
+    precision (one bfloat16 rounding instead of two; float32 keeps its separate addition and
+    its bits), channels-last, ``fusion_available`` and ``kernels.conv_add_supported``."""
+    return (
+        x.dtype != torch.float32
+        and memory_format_of(x) == torch.channels_last
+        and fusion_available(x)
+        and kernels.conv_add_supported(x.dtype)
+    )
+
+
+def noise_buffer(noise: torch.Tensor, weight: torch.Tensor, transposed: bool) -> torch.Tensor:
+    """A convolution's output buffer holding its noise: noise [1, 1, H, W] repeated over the
+    output channels of ``weight`` ([O, I, k, k], or [I, O, k, k] when ``transposed``) ->
+    [1, O, H, W] channels-last, in noise's dtype."""
+    channels = weight.shape[1 if transposed else 0]
+    out = torch.empty(
+        (1, channels, *noise.shape[2:]),
+        dtype=noise.dtype,
+        device=noise.device,
+        memory_format=torch.channels_last,
+    )
+    return out.copy_(noise.expand(out.shape))
+
+
+def fir_filter(
+    y: torch.Tensor,
+    fir: torch.Tensor,
+    bias: torch.Tensor | None,
+    into: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Depthwise FIR [K, K] with gain 4 and pads K/2 - 1 each side, plus a per-channel bias:
     [N, C, H, W] -> [N, C, H - 1, W - 1] (the 2R + 1 output of a stride-2 transposed 3x3
-    conv -> 2R)."""
+    conv -> 2R). ``into`` [1, C, H - 1, W - 1] channels-last (N = 1; only where
+    ``kernels.conv_add_supported``): the result is added to it in place, rounded once."""
     channels, k = y.shape[1], fir.shape[-1]
-    return F.conv2d(y, _depthwise_fir(fir, y), bias, padding=k // 2 - 1, groups=channels)
+    weight = _depthwise_fir(fir, y)
+    if into is not None:
+        return kernels.conv_add_(into, y, weight, bias, k // 2 - 1, groups=channels)
+    return F.conv2d(y, weight, bias, padding=k // 2 - 1, groups=channels)
 
 
 def add_noise_act_clamp(
