@@ -368,10 +368,22 @@ def test_reduced_precision_blocks_stay_close_to_fp32(precision):
     marked = [r for r in cfg.block_resolutions if cfg.uses_fp16(r)]
     assert marked == [16, 32]  # the last two blocks, as NVIDIA's num_fp16_res counts
     opts = SynthesisOptions(precision=precision)
-    assert opts.block_dtype(cfg, 8) == (torch.bfloat16 if precision == "bf16" else torch.float32)
+    low_dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    assert opts.block_dtype(cfg, 16) == low_dtype
+    # bf16 starts at BF16_MIN_RES = 16 px too: the 4 and 8 px blocks stay float32.
+    assert opts.block_dtype(cfg, 8) == torch.float32
     with torch.inference_mode():
         ref = gen.synthesis(ws)
         low = gen.synthesis(ws, opts)
+        exact, reduced = (None, None), (None, None)
+        for step in gen.synthesis.steps:
+            exact = gen.synthesis.run_step(step, exact, ws, SynthesisOptions())
+            reduced = gen.synthesis.run_step(step, reduced, ws, opts)
+            if step.res < 16:  # bit for bit the float32 run
+                assert all(a is b is None or torch.equal(a, b)
+                           for a, b in zip(exact, reduced, strict=True))
+            elif step.layer != "torgb":
+                assert reduced[0].dtype == low_dtype
     assert low.dtype == torch.float32
     err = (low - ref).abs().max() / (ref.max() - ref.min())
     assert 0 < err < 0.05

@@ -28,6 +28,9 @@ from .config import (
     expected_state_shapes,
 )
 
+# Below this resolution bfloat16 is no faster (a layer's time goes to modulating its weights,
+# not to its convolution), and float32 there keeps rounding out of every later block.
+BF16_MIN_RES = 16
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
@@ -425,8 +428,9 @@ class SynthesisOptions(NoiseAndPrecision):
     (``NoiseAndPrecision``), and the fused path.
 
     precision: "fp32"; "fp16" = the blocks the config marks fp16 (``num_fp16_res``) in
-    float16, the rest float32 (NVIDIA's inference); "bf16" = every block in bfloat16
-    (reduced-precision previews). Styles, weight modulation and the RGB image stay float32.
+    float16, the rest float32 (NVIDIA's inference); "bf16" = the blocks of at least
+    ``BF16_MIN_RES`` px in bfloat16, the smaller ones in float32 (reduced-precision previews).
+    Styles, weight modulation and the RGB image stay float32.
     channels_last: None = channels-last on CPU (oneDNN's fast path) and for reduced
     precision on CUDA.
     fused: the fused oneDNN path (``SynthesisLayer.forward_fused``; CPU inference only) on
@@ -441,7 +445,7 @@ class SynthesisOptions(NoiseAndPrecision):
 
     def block_dtype(self, config: StyleGAN2Config, res: int) -> torch.dtype:
         if self.precision == "bf16":
-            return torch.bfloat16
+            return torch.bfloat16 if res >= BF16_MIN_RES else torch.float32
         if self.precision == "fp16" and config.uses_fp16(res):
             return torch.float16
         return torch.float32
