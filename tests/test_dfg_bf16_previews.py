@@ -2,7 +2,7 @@
 32 px; random weights): the engine's own calibration (``preview_errors``, measured after its
 first progressive run) finds every preview block within the 1 % tolerance, for a face mapped
 from rig coefficients (what the worker renders) and for a random W+. The blocks below
-``BF16_FROM_RES`` run in float32 in bf16 mode, so their previews are the exact images."""
+``BF16_MIN_RES`` run in float32 in bf16 mode, so their previews are the exact images."""
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ from neural_face_rig.neural.bench_live import mapping_mean_w
 from neural_face_rig.neural.discofacegan.backend import DFGEngine
 from neural_face_rig.neural.discofacegan.config import DFGConfig
 from neural_face_rig.neural.discofacegan.generator import (
-    BF16_FROM_RES,
+    BF16_MIN_RES,
     DFGGenerator,
     random_state_dict,
 )
@@ -42,7 +42,7 @@ def test_every_bf16_preview_block_is_within_the_tolerance(generator, face, monke
     errors = engine.preview_errors
     assert errors is not None and sorted(errors) == [4, 8, 16, 32, 64, 128]
     for res, error in errors.items():
-        if res < BF16_FROM_RES:
+        if res < BF16_MIN_RES:
             assert error == 0.0, res  # float32 in bf16 mode: the exact image
         else:
             assert 0.0 < error <= engine_mod.PREVIEW_TOLERANCE, (res, error)

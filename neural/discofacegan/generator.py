@@ -43,7 +43,7 @@ from .config import DFGConfig, check_state_shapes, expected_state_shapes
 LRELU_SLOPE = 0.2
 ACT_GAIN = math.sqrt(2.0)
 INSTANCE_NORM_EPS = 1e-8
-BF16_FROM_RES = 32
+BF16_MIN_RES = 32
 """bf16 synthesis keeps the blocks below this size in float32 (their previews are then the
 exact images). Each bf16 layer adds about 0.3 % rms of rounding noise (weights, inputs and
 convolution outputs contribute alike; the ToRGB heads little), and every later layer
@@ -274,7 +274,7 @@ def synthesis_steps(config: DFGConfig) -> tuple[DFGStep, ...]:
 class DFGSynthesisOptions(NoiseAndPrecision):
     """``NoiseAndPrecision`` for DiscoFaceGAN: noise_mode "const" is the checkpoint's noise
     (DiscoFaceGAN's randomize_noise=False); precision "bf16" (previews on native-bf16
-    hardware) runs the layers from BF16_FROM_RES px on in it, "fp16" (CUDA) every layer; the
+    hardware) runs the layers from BF16_MIN_RES px on in it, "fp16" (CUDA) every layer; the
     image and the statistics of the style dense layers stay float32; channels_last: None =
     on CPU."""
 
@@ -286,7 +286,7 @@ class DFGSynthesisOptions(NoiseAndPrecision):
 
     def layer_dtype(self, res: int) -> torch.dtype:
         """The compute dtype of the style layers (and ToRGB) of the ``res`` px block."""
-        if self.precision == "bf16" and res < BF16_FROM_RES:
+        if self.precision == "bf16" and res < BF16_MIN_RES:
             return torch.float32
         return self.dtype
 
