@@ -9,9 +9,11 @@ interpreter (Blender as the ``bpy`` module, user folder in the temporary directo
 module never imports bpy): per model, Add Face Rig -> first face (cold start), and slider
 edits -> first progressive image written / final image written (StyleGAN2: the seed;
 DiscoFaceGAN: the first expression coefficient; both change every W+ row: full synthesis),
-main-thread milliseconds per ``poll_once`` and per slider request (p95, p99, max; target:
-p99 <= 16 ms while the worker keeps both cores busy), and the pixel upload time of a 1024²
-float image.
+main-thread milliseconds per ``poll_once`` and per request sent (p95, p99, max; the requests
+include the one that starts the worker) and of every timed slider edit (the property set, its
+update callbacks and the request; target for polls and edits: <= 16 ms, p99 for polls, the
+maximum for the few edits, while the worker keeps both cores busy), and the pixel upload time
+of a 1024² float image.
 
 Right after the stage, in this process, the offline reference of every model: the engine's
 fp32 full synthesis (cache cleared) of the W+ of the last edit's job, best of
@@ -143,6 +145,7 @@ def run(report: Any, models: Sequence[LiveModel] = MODELS, edits: int = EDITS,
     for kind in ("poll", "request"):
         for stat in ("p95", "p99", "max"):
             report.add(f"live_{kind}_main_thread_{stat}_ms", poll[f"{kind}_{stat}_ms"], "ms")
+    report.add("live_edit_main_thread_max_ms", edit_main_thread_max_ms(found, models), "ms")
     report.add("live_upload_1024_ms", found["upload_1024"]["median_ms"], "ms")
     report.add("live_upload_1024_p95_ms", found["upload_1024"]["p95_ms"], "ms")
     report.notes["live"] = {
@@ -161,6 +164,12 @@ def run(report: Any, models: Sequence[LiveModel] = MODELS, edits: int = EDITS,
     }
 
 
+def edit_main_thread_max_ms(found: dict[str, Any], models: Sequence[LiveModel]) -> float:
+    """The longest main-thread time of any timed slider edit: setting the property, its
+    update callbacks and the request they send."""
+    return max(max(found[m.label]["edit_main_thread_ms"]) for m in models)
+
+
 def targets_met(found: dict[str, Any], models: Sequence[LiveModel]) -> dict[str, bool]:
     """The issue's live targets ("<label>_<metric> <= <limit>") -> whether this run met it."""
     met: dict[str, bool] = {}
@@ -171,10 +180,10 @@ def targets_met(found: dict[str, Any], models: Sequence[LiveModel]) -> dict[str,
         goals += [model.target] if model.target else []
         for suffix, limit in goals:
             met[f"{model.label}_{suffix} <= {limit:g}"] = numbers[suffix] <= limit
-    for kind in ("poll", "request"):
-        p99 = found["poll"][f"{kind}_p99_ms"]
-        met[f"{kind}_main_thread_p99_ms <= {MAIN_THREAD_P99_TARGET_MS:g}"] = (
-            p99 <= MAIN_THREAD_P99_TARGET_MS)
+    limit = MAIN_THREAD_P99_TARGET_MS
+    met[f"poll_main_thread_p99_ms <= {limit:g}"] = found["poll"]["poll_p99_ms"] <= limit
+    # Few edits are timed, so their maximum stands in for their p99.
+    met[f"edit_main_thread_max_ms <= {limit:g}"] = edit_main_thread_max_ms(found, models) <= limit
     return met
 
 

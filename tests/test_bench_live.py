@@ -48,7 +48,8 @@ def test_the_live_bench_reports_every_model_against_its_offline_render() -> None
         "sg_first_preview_ms <= 100", "sg_final_vs_offline <= 1e+09", "sg_cold_start_ms <= 5000",
         "dfg_first_preview_ms <= 100", "dfg_final_minus_offline_ms <= 1e+09",
         "dfg_cold_start_ms <= 5000", "poll_main_thread_p99_ms <= 16",
-        "request_main_thread_p99_ms <= 16"}
+        "edit_main_thread_max_ms <= 16"}
+    assert report.metrics["live_edit_main_thread_max_ms"] > 0
     for kind in ("poll", "request"):  # the main thread's share, timed in Blender
         assert (0 < report.metrics[f"live_{kind}_main_thread_p95_ms"]
                 <= report.metrics[f"live_{kind}_main_thread_p99_ms"]
