@@ -47,6 +47,7 @@ from ..contract import protocol as wp
 from ..contract.catalogue import ROLE_VAE, check_device
 from ..contract.errors import ContractError
 from ..contract.latest import LatestWins
+from ..contract.state import RigState
 from ..rig.errors import RigError
 from ..rig.file_limits import CHECKPOINT_MAX_BYTES, check_regular_file
 from .backends import BACKEND_LOADERS, Backend, StyleGAN2Backend
@@ -88,6 +89,16 @@ class LoadedModel:
     untrained: bool
     resolution: int  # full output resolution
     warmed_up: bool = False  # a load job rendered a face with it (the first synthesis)
+
+    def size_for(self, job: wp.RenderJob) -> int:
+        """The size this model renders the job at: the asked resolution, or the model's own
+        when none or a larger one is asked (a 256 px preview of a 128 px model is its full
+        size)."""
+        return min(job.state.resolution or self.resolution, self.resolution)
+
+    def state_for(self, job: wp.RenderJob) -> RigState:
+        """The job's rig state at ``size_for(job)``."""
+        return dataclasses.replace(job.state, resolution=self.size_for(job))
 
 
 OnLoad = Callable[[str], None]
@@ -461,9 +472,8 @@ class Worker:
     def _render(self, ident: int, key: str, job: wp.RenderJob, model: LoadedModel) -> None:
         start = time.perf_counter()
         output = checked_output_path(job) if job.output_path else None
-        # A preview size above the model's (256 px preview of a 128 px model) is its full size.
-        size = min(job.state.resolution or model.resolution, model.resolution)
-        state = dataclasses.replace(job.state, resolution=size)
+        state = model.state_for(job)
+        size = model.size_for(job)
 
         def cancel() -> bool:
             return self._superseded(key)
@@ -502,8 +512,7 @@ class Worker:
     def _warm_up(self, job: wp.RenderJob, model: LoadedModel) -> None:
         """Render the job's face once without sending it (see the module docstring); any
         request that arrives meanwhile stops it between blocks."""
-        size = min(job.state.resolution or model.resolution, model.resolution)
-        state = dataclasses.replace(job.state, resolution=size)
+        state = model.state_for(job)
         try:
             for _block in model.backend.render_progressive(
                 state, lambda: self._quit or bool(self._pending)
