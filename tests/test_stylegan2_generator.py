@@ -208,14 +208,13 @@ def test_synthesis_matches_float64_reference_on_distinct_w_rows():
     np.testing.assert_allclose(img, ref, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("channels_last, fused", [(True, False), (False, False), (True, True)])
-def test_clamp_and_noise_modes_match_reference(channels_last, fused):
-    """Generic path in both layouts, and the fused oneDNN path (polyphase up-convolutions,
-    noise as input channels, fused lrelu) forced on every block."""
+def clamped_noise_cases():
+    """A 16 px model clamping at 0.8, W+ of a batch of 2, one noise seed per sample, and per
+    noise mode the reference's noise (layer name, sample -> [R, R] float64 or None):
+    (cfg, gen, params, ws, seeds, cases)."""
     cfg = StyleGAN2Config(**{**TINY.to_dict(), "conv_clamp": 0.8, "img_resolution": 16})
     gen, p = make(cfg, seed=3)
     ws = torch.randn(2, cfg.num_ws, cfg.w_dim, generator=torch.Generator().manual_seed(4))
-    w64 = ws.double().numpy()
     steps = {f"synthesis.b{s.res}.{s.layer}": s for s in synthesis_steps(cfg)}
     seeds = (11, 12)
     cases = {
@@ -225,6 +224,15 @@ def test_clamp_and_noise_modes_match_reference(channels_last, fused):
             0, 0
         ].double().numpy(),
     }
+    return cfg, gen, p, ws, seeds, cases
+
+
+@pytest.mark.parametrize("channels_last, fused", [(True, False), (False, False), (True, True)])
+def test_clamp_and_noise_modes_match_reference(channels_last, fused):
+    """Generic path in both layouts, and the fused oneDNN path (polyphase up-convolutions,
+    noise as input channels, fused lrelu) forced on every block."""
+    cfg, gen, p, ws, seeds, cases = clamped_noise_cases()
+    w64 = ws.double().numpy()
     images = {}
     for mode, noise_for in cases.items():
         opts = SynthesisOptions(
@@ -332,18 +340,7 @@ def test_bf16_matches_the_float64_reference_in_every_noise_mode_sample_by_sample
     """bf16 adds the noise inside oneDNN's convolutions where ``kernels.conv_add_supported``
     (per-sample noise buffers), else separately: either way every noise mode stays close to
     the float64 reference, and each sample of a batch equals its own render bit for bit."""
-    cfg = StyleGAN2Config(**{**TINY.to_dict(), "conv_clamp": 0.8, "img_resolution": 16})
-    gen, p = make(cfg, seed=3)
-    ws = torch.randn(2, cfg.num_ws, cfg.w_dim, generator=torch.Generator().manual_seed(4))
-    steps = {f"synthesis.b{s.res}.{s.layer}": s for s in synthesis_steps(cfg)}
-    seeds = (11, 12)
-    cases = {
-        "const": const_noise(p),
-        "none": lambda name, n: None,
-        "random": lambda name, n: random_noise(seeds[n], steps[name].index, steps[name].res)[
-            0, 0
-        ].double().numpy(),
-    }
+    cfg, gen, p, ws, seeds, cases = clamped_noise_cases()
     images = {}
     for mode, noise_for in cases.items():
         ref = ref_synthesis(p, cfg, ws.double().numpy(), noise_for)
